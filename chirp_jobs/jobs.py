@@ -1,0 +1,327 @@
+"""Turn a parsed job file into a validated `Job`: schema, defaults, channel rules."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import JobFileError, Problem
+from .loading import Document, FieldPath
+from .schema import definition_pattern, job_validator, property_limit
+
+CHANNELS = ("pstn", "webrtc", "whatsapp")
+DEFAULT_CHANNEL = "pstn"
+DEFAULT_MAX_PLANNED_CALLS = 10_000
+# Metadata keys that chirp-jobs adds to every request so that a webhook or a
+# GET /v1/calls/{id} ties a call back to its plan key and run.
+KEY_METADATA = "chirpJobsKey"
+RUN_METADATA = "chirpJobsRun"
+
+_INTERVAL_UNITS = {"s": 1, "m": 60, "h": 3600}
+_SECRET = re.compile(r"sk_(?:live_app|test_app|admin)_[A-Za-z0-9]")
+_PHONE_PUNCTUATION = re.compile(r"[\s\-().]")
+
+
+@dataclass(frozen=True)
+class CallSpec:
+    """One entry of `calls` with its defaults applied.
+
+    `recipients` contains the items of `to` as written: an address string or an object
+    with `address` and `metadata`. They are expanded lazily by the planner.
+    """
+
+    index: int
+    from_address: str
+    from_channel: str
+    to_channel: str
+    metadata: dict[str, Any]
+    recipients: list[Any]
+    repeat_count: int
+    interval_seconds: int
+
+
+@dataclass(frozen=True)
+class Job:
+    """A validated job: what the planner expands into planned calls."""
+
+    path: str
+    name: str
+    description: str
+    calls: list[CallSpec]
+    max_planned_calls: int
+
+    @property
+    def planned_count(self) -> int:
+        return sum(len(call.recipients) * call.repeat_count for call in self.calls)
+
+
+def build_job(document: Document) -> Job:
+    """Validate a parsed job file and return the job, or raise `JobFileError`."""
+    problems = _secret_problems(document)
+    problems += [_schema_problem(document, error) for error in _schema_errors(document)]
+    if problems:
+        raise JobFileError(problems)
+    data = document.data
+    defaults = data.get("defaults", {})
+    calls: list[CallSpec] = []
+    for index, call in enumerate(data["calls"]):
+        spec = _build_call(document, index, defaults, call, problems)
+        if spec is not None:
+            calls.append(spec)
+    job = Job(
+        path=document.path,
+        name=data["name"],
+        description=data.get("description", ""),
+        calls=calls,
+        max_planned_calls=data.get("maxPlannedCalls", DEFAULT_MAX_PLANNED_CALLS),
+    )
+    if not problems:
+        problems += _size_problems(document, job)
+    if problems:
+        raise JobFileError(problems)
+    return job
+
+
+def _schema_errors(document: Document) -> list[Any]:
+    return list(job_validator().iter_errors(document.data))
+
+
+def _secret_problems(document: Document) -> list[Problem]:
+    # The whole text is searched, comments included: a key in a comment of a
+    # checked-in file has leaked all the same. The value is never echoed.
+    problems = []
+    for match in _SECRET.finditer(document.text):
+        line = document.text.count("\n", 0, match.start()) + 1
+        column = match.start() - document.text.rfind("\n", 0, match.start())
+        problems.append(
+            Problem(
+                document.path,
+                line,
+                column,
+                "",
+                "this looks like a Chirp API key; remove it and revoke it: "
+                "chirp-jobs reads the key from the CHIRP_API_KEY environment "
+                "variable, and job files are checked in",
+            )
+        )
+    return problems
+
+
+def _build_call(
+    document: Document,
+    index: int,
+    defaults: dict[str, Any],
+    call: dict[str, Any],
+    problems: list[Problem],
+) -> CallSpec | None:
+    def source(name: str) -> FieldPath:
+        if name in call:
+            return ("calls", index, name)
+        return ("defaults", name)
+
+    def value(name: str) -> Any:
+        return call.get(name, defaults.get(name))
+
+    before = len(problems)
+    for name in ("from", "to"):
+        if value(name) is None:
+            problems.append(
+                document.problem(
+                    ("calls", index),
+                    f"missing `{name}`; set it on the call or in `defaults`",
+                )
+            )
+    if len(problems) > before:
+        return None
+    from_channel = value("fromChannel") or DEFAULT_CHANNEL
+    to_channel = value("toChannel") or DEFAULT_CHANNEL
+    message = address_problem(value("from"), from_channel)
+    if message:
+        problems.append(document.problem(source("from"), message))
+    recipients = value("to")
+    if not isinstance(recipients, list):
+        recipients = [recipients]
+        recipient_paths = [source("to")]
+    else:
+        recipient_paths = [(*source("to"), i) for i in range(len(recipients))]
+    for item, path in zip(recipients, recipient_paths, strict=True):
+        address = item["address"] if isinstance(item, dict) else item
+        message = address_problem(address, to_channel)
+        if message:
+            item_path = (*path, "address") if isinstance(item, dict) else path
+            problems.append(document.problem(item_path, message))
+    if len(problems) > before:
+        return None
+    count, interval = _repeat(value("repeat"))
+    return CallSpec(
+        index=index,
+        from_address=value("from"),
+        from_channel=from_channel,
+        to_channel=to_channel,
+        metadata={**defaults.get("metadata", {}), **call.get("metadata", {})},
+        recipients=recipients,
+        repeat_count=count,
+        interval_seconds=interval,
+    )
+
+
+def _repeat(repeat: Any) -> tuple[int, int]:
+    if repeat is None:
+        return 1, 0
+    if isinstance(repeat, int):
+        return repeat, 0
+    interval = repeat.get("interval")
+    seconds = int(interval[:-1]) * _INTERVAL_UNITS[interval[-1]] if interval else 0
+    return repeat["count"], seconds
+
+
+def address_problem(address: str, channel: str) -> str | None:
+    """Return what is wrong with `address` on `channel`, or None when it is valid."""
+    if channel == "webrtc":
+        if definition_pattern("webrtcIdentifier").fullmatch(address):
+            return None
+        return (
+            f"{address!r} is not a valid WebRTC identifier: use 1 to 128 letters, "
+            "digits and . _ - : @, starting with a letter or digit"
+        )
+    if definition_pattern("e164").fullmatch(address):
+        return None
+    return f"{address!r} is not an E.164 number ({channel} channel): " + _e164_hint(
+        address
+    )
+
+
+def _e164_hint(address: str) -> str:
+    cleaned = _PHONE_PUNCTUATION.sub("", address)
+    if cleaned != address and definition_pattern("e164").fullmatch(cleaned):
+        return f"remove spaces, dashes, dots and brackets: {cleaned!r}"
+    if _PHONE_PUNCTUATION.search(address):
+        return "remove spaces, dashes, dots and brackets"
+    if not address.startswith("+"):
+        return "start with + and the country code, as in '+15550100123'"
+    digits = address[1:]
+    if not digits:
+        return "a plus alone is not a number; add the country code and number"
+    if not digits.isdigit():
+        return "after the plus, use digits only"
+    if digits.startswith("0"):
+        return "country codes never start with 0"
+    if len(digits) > 15:
+        return f"it has {len(digits)} digits; E.164 allows at most 15"
+    return "it is too short; add the full number after the country code"
+
+
+def _size_problems(document: Document, job: Job) -> list[Problem]:
+    # The count comes from the list lengths, so an oversized job is rejected before
+    # anything is expanded.
+    count = job.planned_count
+    if count <= job.max_planned_calls:
+        return []
+    hard_limit = property_limit("maxPlannedCalls", "maximum")
+    return [
+        document.problem(
+            ("calls",),
+            f"the job expands to {count:,} planned calls, more than maxPlannedCalls "
+            f"({job.max_planned_calls:,}); if that is intended, raise "
+            f"maxPlannedCalls (at most {hard_limit:,})",
+        )
+    ]
+
+
+# Schema errors as messages -------------------------------------------------------
+
+
+def _schema_problem(document: Document, error: Any) -> Problem:
+    path: FieldPath = tuple(error.absolute_path)
+    instance = error.instance
+    keyword = error.validator
+    if keyword == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(instance) - set(allowed))[0]
+        message = _unknown_field(extra, allowed)
+        return document.problem((*path, extra), message, at_key=True)
+    if "propertyNames" in error.schema_path:
+        return document.problem(
+            (*path, instance),
+            f"metadata key `{instance}` is reserved: keys starting with chirpJobs "
+            "carry the plan key and run id",
+            at_key=True,
+        )
+    if keyword == "required":
+        missing = [name for name in error.validator_value if name not in instance]
+        return document.problem(path, f"missing required field `{missing[0]}`")
+    return document.problem(path, _value_message(document, path, error))
+
+
+def _unknown_field(name: str, allowed: list[str]) -> str:
+    message = f"unknown field `{name}`"
+    close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+    if close:
+        return f"{message}; did you mean `{close[0]}`?"
+    return f"{message}; expected one of: {', '.join(allowed)}"
+
+
+def _value_message(document: Document, path: FieldPath, error: Any) -> str:
+    keyword = error.validator
+    instance = error.instance
+    written = _as_written(document, path, instance)
+    name = next((part for part in reversed(path) if isinstance(part, str)), "")
+    if keyword == "type":
+        return _type_message(name, written, instance, error.validator_value)
+    if keyword == "enum":
+        close = difflib.get_close_matches(str(instance), CHANNELS, n=1)
+        hint = f"; did you mean `{close[0]}`?" if close else ""
+        return f"{written} is not a channel; use pstn, webrtc or whatsapp{hint}"
+    if keyword == "const":
+        return f"unsupported version {written}; this chirp-jobs reads version 1"
+    if keyword == "pattern" and name == "name":
+        return (
+            f"{written} is not a slug: use lowercase letters, digits and single "
+            "dashes, such as `appointment-reminders`"
+        )
+    if keyword == "pattern" and name == "interval":
+        return (
+            f"{written} is not an interval: use a whole number and s, m or h, "
+            "such as 90s or 10m"
+        )
+    if keyword in ("minimum", "maximum"):
+        relation = "at least" if keyword == "minimum" else "at most"
+        bound = f"{error.validator_value:,}"
+        return f"{written} is out of range: use a whole number {relation} {bound}"
+    if keyword in ("minItems", "minLength"):
+        return "must not be empty"
+    return str(error.message)
+
+
+def _type_message(name: str, written: str, instance: Any, expected: Any) -> str:
+    is_number = isinstance(instance, int | float) and not isinstance(instance, bool)
+    if is_number and name in ("from", "to", "address"):
+        return (
+            f"{written} was read as a number, which loses the leading + and "
+            f'zeros; quote phone numbers: "{written.strip(chr(34))}"'
+        )
+    if expected == "integer" and isinstance(instance, float):
+        return f"{written} must be a whole number, such as {int(instance)}"
+    expected_words = {
+        "string": "text",
+        "integer": "a whole number",
+        "object": "a mapping of fields",
+        "array": "a list",
+    }
+    wanted = expected_words.get(expected, expected)
+    return f"{written} has the wrong type: expected {wanted}"
+
+
+def _as_written(document: Document, path: FieldPath, instance: Any) -> str:
+    location = document.locate(path)
+    if location.text is not None and not isinstance(instance, dict | list):
+        return location.text
+    if isinstance(instance, str):
+        return repr(instance)
+    if isinstance(instance, bool):
+        return "true" if instance else "false"
+    if isinstance(instance, dict | list):
+        return "the value"
+    return str(instance)

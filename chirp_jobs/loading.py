@@ -1,0 +1,553 @@
+"""Load job files (YAML or TOML) into plain data, strictly, keeping positions.
+
+Both formats give the same structure of dicts, lists, strings, numbers, booleans and
+None. The YAML loader follows the YAML 1.2 core schema for plain scalars instead of
+PyYAML's YAML 1.1 rules, so `yes`, `0123`, `1_000`, `1:20` and dates stay the text the
+user wrote. Positions are not kept while loading: when a problem needs one, the
+document is walked again by `Document.locate`, which keeps the fast path lean.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+from .errors import JobFileError, Problem
+
+YAML_SUFFIXES = (".yaml", ".yml")
+TOML_SUFFIXES = (".toml",)
+JOB_FILE_SUFFIXES = YAML_SUFFIXES + TOML_SUFFIXES
+
+# A job file is reviewed by people. 16 MiB is far past any file a person reads, and
+# it fits a recipient list of several hundred thousand numbers.
+MAX_FILE_BYTES = 16 * 1024 * 1024
+# Job files nest five levels deep at most (calls, a call, to, a recipient, metadata);
+# metadata may nest further, but not without bound.
+MAX_DEPTH = 64
+# Aliases share one object, but anything that walks the data (validation, JSON
+# encoding) visits each use again, so the nodes reached through aliases are capped.
+MAX_ALIAS_NODES = 100_000
+
+FieldPath = tuple[str | int, ...]
+# Appended to a field path in a location map, it marks the position of the key
+# rather than of the value. No key in a job file can contain a NUL character.
+_KEY = "\0key"
+
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_YAML_NULL = frozenset(["", "~", "null", "Null", "NULL"])
+_YAML_TRUE = frozenset(["true", "True", "TRUE"])
+_YAML_FALSE = frozenset(["false", "False", "FALSE"])
+_YAML_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+# A float needs a dot or an exponent, and its whole part has no leading zero, so
+# `0123` stays text instead of becoming 123.0.
+_YAML_FLOAT = re.compile(
+    r"[-+]?(?:(?:0|[1-9][0-9]*)\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?(?:0|[1-9][0-9]*)[eE][-+]?[0-9]+"
+)
+_YAML_STR_TAGS = frozenset([None, "!", "tag:yaml.org,2002:str"])
+
+
+def format_field(path: FieldPath) -> str:
+    """Return a field path as users write it: `calls[0].to[1]`."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text
+
+
+@dataclass(frozen=True)
+class Location:
+    """The 1-based start of a value in its file, and its text if a plain scalar."""
+
+    line: int
+    column: int
+    text: str | None = None
+
+
+@dataclass
+class Document:
+    """A parsed job file: its data and a way to find where each value was written."""
+
+    path: str
+    data: Any
+    text: str
+    format: str
+    _locations: dict[FieldPath, Location] | None = field(default=None, repr=False)
+
+    def locate(self, path: FieldPath) -> Location:
+        """Return the location of the value at `path`, or of its nearest parent."""
+        if self._locations is None:
+            if self.format == "yaml":
+                self._locations = _yaml_locations(self.text)
+            else:
+                self._locations = _toml_locations(self.text)
+        for end in range(len(path), -1, -1):
+            found = self._locations.get(path[:end])
+            if found is not None:
+                return found
+        return Location(1, 1)
+
+    def locate_key(self, path: FieldPath) -> Location:
+        """Return the location of the key that names the value at `path`."""
+        return self.locate((*path, _KEY))
+
+    def problem(self, path: FieldPath, message: str, at_key: bool = False) -> Problem:
+        where = self.locate_key(path) if at_key else self.locate(path)
+        return Problem(self.path, where.line, where.column, format_field(path), message)
+
+
+def load_document(path: Path, display: str | None = None) -> Document:
+    """Read and parse one job file, raising `JobFileError` for anything invalid."""
+    shown = display if display is not None else str(path)
+    suffix = path.suffix.lower()
+    if suffix not in JOB_FILE_SUFFIXES:
+        raise _file_error(
+            shown,
+            f"unsupported file type {suffix or '(none)'!r}; "
+            "job files end in .yaml, .yml or .toml",
+        )
+    text = _read_text(path, shown)
+    if suffix in YAML_SUFFIXES:
+        data = _parse_yaml(text, shown)
+        return Document(shown, data, text, "yaml")
+    data = _parse_toml(text, shown)
+    return Document(shown, data, text, "toml")
+
+
+def _file_error(
+    path: str, message: str, line: int = 0, column: int = 0
+) -> JobFileError:
+    return JobFileError([Problem(path, line, column, "", message)])
+
+
+def _read_text(path: Path, shown: str) -> str:
+    try:
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise _file_error(shown, "file not found") from None
+    except IsADirectoryError:
+        raise _file_error(shown, "is a folder, not a job file") from None
+    except OSError as error:
+        raise _file_error(shown, f"cannot read: {error.strerror}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise _file_error(
+            shown,
+            f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB; "
+            "split it into several jobs",
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise _file_error(
+            shown, "not valid UTF-8; save the file as UTF-8", line, 1
+        ) from None
+    # Editors on Windows often write a byte-order mark; both formats accept it here.
+    return text.removeprefix("\ufeff")
+
+
+# YAML ---------------------------------------------------------------------------
+
+
+class _YamlBuilder:
+    """Build plain data from a YAML event stream, iteratively and with limits.
+
+    Working from events instead of PyYAML's node graph keeps memory bounded for deep
+    or alias-heavy files, and gives each rule (duplicate keys, tags, core-schema
+    scalars) one place.
+    """
+
+    def __init__(self, path: str, locations: dict[FieldPath, Location] | None):
+        self.path = path
+        self.locations = locations
+        self.problems: list[Problem] = []
+        self.anchors: dict[str, tuple[Any, int]] = {}
+        self.alias_nodes = 0
+
+    def build(self, events: Iterator[yaml.Event]) -> Any:
+        # Each frame: [container, field path, pending key, key mark, node count,
+        # anchor, first-line-of-key map].
+        stack: list[list[Any]] = []
+        documents = 0
+        result: Any = None
+        for event in events:
+            if isinstance(event, yaml.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    self._fail(event, "a job file holds one YAML document; remove ---")
+                continue
+            if isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+                frame = stack.pop()
+                value, count, anchor = frame[0], frame[4], frame[5]
+                if anchor is not None:
+                    self.anchors[anchor] = (value, count)
+                if stack:
+                    stack[-1][4] += count
+                    self._attach(stack[-1], value, event, is_collection=True)
+                else:
+                    result = value
+                continue
+            if not isinstance(
+                event,
+                yaml.ScalarEvent
+                | yaml.MappingStartEvent
+                | yaml.SequenceStartEvent
+                | yaml.AliasEvent,
+            ):
+                continue
+            parent = stack[-1] if stack else None
+            if parent is not None and isinstance(parent[0], dict) and parent[2] is None:
+                self._take_key(parent, event)
+                continue
+            path = self._child_path(parent)
+            self._record(path, event)
+            if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+                self._check_collection_tag(event, path)
+                if len(stack) >= MAX_DEPTH:
+                    self._fail(event, f"nested more than {MAX_DEPTH} levels deep")
+                container: Any = {} if isinstance(event, yaml.MappingStartEvent) else []
+                stack.append([container, path, None, None, 1, event.anchor, {}])
+                continue
+            if isinstance(event, yaml.AliasEvent):
+                value, count = self._resolve_alias(event)
+            else:
+                value, count = self._scalar(event, path), 1
+                if event.anchor is not None:
+                    self.anchors[event.anchor] = (value, 1)
+            if parent is None:
+                result = value
+            else:
+                parent[4] += count
+                self._attach(parent, value, event, is_collection=False)
+        return result
+
+    def _child_path(self, parent: list[Any] | None) -> FieldPath:
+        if parent is None:
+            return ()
+        if isinstance(parent[0], dict):
+            return (*parent[1], parent[2])
+        return (*parent[1], len(parent[0]))
+
+    def _take_key(self, frame: list[Any], event: yaml.Event) -> None:
+        if not isinstance(event, yaml.ScalarEvent):
+            self._fail(event, "mapping keys must be plain names, not lists or maps")
+        key = event.value
+        if key == "<<" and not event.style:
+            self._fail(event, "merge keys (<<) are not supported; use `defaults`")
+        first = frame[6].get(key)
+        line, column = _position(event)
+        if self.locations is not None:
+            self.locations.setdefault((*frame[1], key, _KEY), Location(line, column))
+        if first is not None:
+            self.problems.append(
+                Problem(
+                    self.path,
+                    line,
+                    column,
+                    format_field((*frame[1], key)),
+                    f"duplicate key `{key}` at line {line}; "
+                    f"first defined at line {first}",
+                )
+            )
+        else:
+            frame[6][key] = line
+        frame[2] = key
+
+    def _attach(
+        self, frame: list[Any], value: Any, event: yaml.Event, is_collection: bool
+    ) -> None:
+        container = frame[0]
+        if isinstance(container, dict):
+            key = frame[2]
+            if key not in container:
+                container[key] = value
+            frame[2] = None
+        else:
+            container.append(value)
+
+    def _record(self, path: FieldPath, event: yaml.Event) -> None:
+        if self.locations is None or path in self.locations:
+            return
+        text = None
+        if isinstance(event, yaml.ScalarEvent) and not event.style:
+            text = event.value
+        self.locations[path] = Location(*_position(event), text)
+
+    def _check_collection_tag(self, event: yaml.Event, path: FieldPath) -> None:
+        tag = getattr(event, "tag", None)
+        if tag is not None and tag not in (
+            "tag:yaml.org,2002:map",
+            "tag:yaml.org,2002:seq",
+        ):
+            self._fail(event, f"unsupported tag {tag}; remove it", path)
+
+    def _resolve_alias(self, event: yaml.AliasEvent) -> tuple[Any, int]:
+        anchor = self.anchors.get(event.anchor or "")
+        if anchor is None:
+            self._fail(event, f"alias *{event.anchor} has no anchor before it")
+        value, count = anchor
+        self.alias_nodes += count
+        if self.alias_nodes > MAX_ALIAS_NODES:
+            self._fail(
+                event,
+                f"aliases expand to more than {MAX_ALIAS_NODES} values; "
+                "write the values out or use `defaults`",
+            )
+        return value, count
+
+    def _scalar(self, event: yaml.ScalarEvent, path: FieldPath) -> Any:
+        value = event.value
+        tag = event.tag
+        if tag not in _YAML_STR_TAGS:
+            self._fail(event, f"unsupported tag {tag}; remove it", path)
+        # libyaml reports a plain scalar's style as "", the pure-Python parser as None.
+        if event.style or tag is not None:
+            return value
+        # YAML 1.2 core schema, minus the forms whose meaning is easy to misread
+        # (0o17, 0x1F, .inf, .nan): those stay the text the user wrote.
+        if value in _YAML_NULL:
+            return None
+        if value in _YAML_TRUE:
+            return True
+        if value in _YAML_FALSE:
+            return False
+        if _YAML_INT.fullmatch(value):
+            try:
+                return int(value)
+            except ValueError:
+                self._fail(event, "integer has too many digits", path)
+        if _YAML_FLOAT.fullmatch(value):
+            return float(value)
+        return value
+
+    def _fail(self, event: yaml.Event, message: str, path: FieldPath = ()) -> NoReturn:
+        line, column = _position(event)
+        problem = Problem(self.path, line, column, format_field(path), message)
+        raise JobFileError([*self.problems, problem])
+
+
+def _position(event: yaml.Event) -> tuple[int, int]:
+    """Return the 1-based line and column where `event` starts."""
+    mark = event.start_mark
+    if mark is None:
+        return 0, 0
+    return mark.line + 1, mark.column + 1
+
+
+def _yaml_events(text: str, path: str) -> Iterator[yaml.Event]:
+    try:
+        yield from yaml.parse(text, Loader=_YAML_LOADER)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line = mark.line + 1 if mark else 0
+        column = mark.column + 1 if mark else 0
+        message = error.problem or error.context or "invalid YAML"
+        hint = _yaml_hint(message)
+        raise _file_error(
+            path, f"invalid YAML: {message}{hint}", line, column
+        ) from None
+    except yaml.YAMLError as error:
+        raise _file_error(path, f"invalid YAML: {error}") from None
+
+
+def _yaml_hint(message: str) -> str:
+    if "found character '\\t'" in message:
+        return "; indent with spaces, not tabs"
+    if "mapping values are not allowed" in message:
+        return "; put a space after each colon, and quote values that contain ': '"
+    return ""
+
+
+def _parse_yaml(text: str, path: str) -> Any:
+    builder = _YamlBuilder(path, None)
+    data = builder.build(_yaml_events(text, path))
+    if builder.problems:
+        raise JobFileError(builder.problems)
+    return data
+
+
+def _yaml_locations(text: str) -> dict[FieldPath, Location]:
+    locations: dict[FieldPath, Location] = {}
+    # Positions are needed only for a file already parsed once, so errors here are
+    # impossible in practice; a partial map is still better than none.
+    with contextlib.suppress(JobFileError):
+        _YamlBuilder("", locations).build(_yaml_events(text, ""))
+    return locations
+
+
+# TOML ---------------------------------------------------------------------------
+
+_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+_TOML_BARE_VALUE = re.compile(
+    r"^\s*([A-Za-z0-9_.-]+)\s*=\s*([A-Za-z_][A-Za-z0-9_-]*)\s*$"
+)
+
+
+def _parse_toml(text: str, path: str) -> Any:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        message = str(error)
+        position = _TOML_POSITION.search(message)
+        line = int(position.group(1)) if position else 0
+        column = int(position.group(2)) if position else 0
+        message = _TOML_POSITION.sub("", message).strip()
+        message = message[0].lower() + message[1:] if message else "invalid TOML"
+        hint = _toml_hint(text, line)
+        raise _file_error(
+            path, f"invalid TOML: {message}{hint}", line, column
+        ) from None
+    except ValueError as error:
+        # tomllib converts integer literals with int(), which raises a plain
+        # ValueError past Python's 4,300-digit limit.
+        raise _file_error(path, f"invalid TOML: {error}") from None
+    unsupported = list(_toml_unsupported(data, ()))
+    if unsupported:
+        document = Document(path, data, text, "toml")
+        raise JobFileError([document.problem(p, m) for p, m in unsupported])
+    return data
+
+
+def _toml_hint(text: str, line: int) -> str:
+    lines = text.splitlines()
+    if not 0 < line <= len(lines):
+        return ""
+    bare = _TOML_BARE_VALUE.match(lines[line - 1])
+    if bare and bare.group(2) not in ("true", "false", "inf", "nan"):
+        return f'; strings need quotes: {bare.group(1)} = "{bare.group(2)}"'
+    return ""
+
+
+def _toml_unsupported(value: Any, path: FieldPath) -> Iterator[tuple[FieldPath, str]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _toml_unsupported(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _toml_unsupported(item, (*path, index))
+    elif isinstance(value, datetime | date | time):
+        yield path, "dates and times are not supported; quote the value as a string"
+    elif isinstance(value, float) and (value != value or value in (1e999, -1e999)):
+        yield path, "inf and nan are not valid JSON numbers; quote the value"
+
+
+_TOML_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+_TOML_KEY = re.compile(r"^\s*([A-Za-z0-9_\-.\"' ]+?)\s*=\s*")
+
+
+def _toml_key_parts(text: str) -> list[str]:
+    return [part.strip().strip("\"'") for part in text.split(".")]
+
+
+def _toml_locations(text: str) -> dict[FieldPath, Location]:
+    """Map field paths to positions by scanning TOML lines.
+
+    tomllib reports no positions, so this follows tables, arrays of tables and keys
+    line by line. Array items are found by scanning the value for top-level commas.
+    """
+    locations: dict[FieldPath, Location] = {}
+    array_counts: dict[FieldPath, int] = {}
+    table: FieldPath = ()
+    lines = text.splitlines()
+    for number, line in enumerate(lines, start=1):
+        header = _TOML_HEADER.match(line)
+        if header:
+            base: FieldPath = tuple(_toml_key_parts(header.group(2)))
+            if header.group(1) == "[[":
+                index = array_counts.get(base, 0)
+                array_counts[base] = index + 1
+                table = (*_resolve_arrays(base, array_counts), index)
+            else:
+                table = _resolve_arrays(base, array_counts)
+            locations.setdefault(table, Location(number, 1))
+            continue
+        key = _TOML_KEY.match(line)
+        if not key or line.lstrip().startswith("#"):
+            continue
+        path = (*table, *_toml_key_parts(key.group(1)))
+        key_column = len(line) - len(line.lstrip()) + 1
+        locations.setdefault((*path, _KEY), Location(number, key_column))
+        value_start = key.end()
+        raw = line[value_start:].split("#", 1)[0].strip()
+        locations.setdefault(path, Location(number, value_start + 1, raw or None))
+        _locate_toml_items(lines, number, value_start, path, locations)
+    return locations
+
+
+def _resolve_arrays(base: FieldPath, array_counts: dict[FieldPath, int]) -> FieldPath:
+    # A header such as [calls.metadata] inside an array of tables [[calls]] refers to
+    # the array's latest element.
+    resolved: list[str | int] = []
+    for part in base:
+        resolved.append(part)
+        count = array_counts.get(tuple(p for p in resolved if isinstance(p, str)))
+        if count and tuple(resolved) != base:
+            resolved.append(count - 1)
+    return tuple(resolved)
+
+
+def _locate_toml_items(
+    lines: list[str],
+    line_number: int,
+    start: int,
+    path: FieldPath,
+    locations: dict[FieldPath, Location],
+) -> None:
+    """Record the position of each top-level item of an inline array value."""
+    line_index = line_number - 1
+    column = start
+    if not lines[line_index][column:].lstrip().startswith("["):
+        return
+    depth = 0
+    quote: str | None = None
+    index = 0
+    expect_item = False
+    while line_index < len(lines):
+        text = lines[line_index]
+        while column < len(text):
+            char = text[column]
+            if quote:
+                if char == "\\" and quote == '"':
+                    column += 1
+                elif char == quote:
+                    quote = None
+                column += 1
+                continue
+            if char == "#":
+                break
+            elif char in "[{":
+                depth += 1
+                if depth == 1:
+                    expect_item = True
+                    column += 1
+                    continue
+            elif char in "]}":
+                depth -= 1
+                if depth == 0:
+                    return
+            elif char == "," and depth == 1:
+                index += 1
+                expect_item = True
+                column += 1
+                continue
+            if expect_item and not char.isspace():
+                item_path = (*path, index)
+                locations.setdefault(item_path, Location(line_index + 1, column + 1))
+                expect_item = False
+            if not quote and char in "\"'" and depth >= 1:
+                quote = char
+            column += 1
+        line_index += 1
+        column = 0

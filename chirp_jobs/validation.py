@@ -1,0 +1,80 @@
+"""Load and validate job files: the entry points `validate`, `plan` and `run` share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from .errors import JobFileError, Problem
+from .jobs import Job, build_job
+from .loading import JOB_FILE_SUFFIXES, Document, format_field, load_document
+from .planning import iter_recipient_bodies, request_digest
+
+
+def load_job(path: Path, display: str | None = None) -> Job:
+    """Load, validate and return one job, or raise `JobFileError`."""
+    document = load_document(path, display)
+    job = build_job(document)
+    duplicates = _duplicate_problems(document, job)
+    if duplicates:
+        raise JobFileError(duplicates)
+    return job
+
+
+def _duplicate_problems(document: Document, job: Job) -> list[Problem]:
+    # The same body twice in one plan would ring the same person twice with
+    # nothing to tell the two apart. `repeat` is how a job requests that on purpose.
+    first_seen: dict[str, tuple[int, int]] = {}
+    problems = []
+    for call, recipient_index, body in iter_recipient_bodies(job):
+        digest = request_digest(body)
+        first = first_seen.setdefault(digest, (call.index, recipient_index))
+        if first == (call.index, recipient_index):
+            continue
+        path = _recipient_path(job, call.index, recipient_index)
+        earlier = _recipient_path(job, *first)
+        problems.append(
+            document.problem(
+                path,
+                f"the same request as {format_field(earlier)} (same from, to, channels "
+                "and metadata) would be sent twice; remove one, or use `repeat` to "
+                "place a call more than once",
+            )
+        )
+    return problems
+
+
+def _recipient_path(
+    job: Job, call_index: int, recipient_index: int
+) -> tuple[str | int, ...]:
+    call = next(call for call in job.calls if call.index == call_index)
+    if len(call.recipients) == 1:
+        return ("calls", call_index, "to")
+    return ("calls", call_index, "to", recipient_index)
+
+
+def iter_job_files(paths: Iterable[Path]) -> Iterator[Path]:
+    """Yield the given files, and the job files found in the given folders, sorted."""
+    for path in paths:
+        if path.is_dir():
+            found = (
+                item
+                for item in path.rglob("*")
+                if item.is_file() and item.suffix.lower() in JOB_FILE_SUFFIXES
+            )
+            yield from sorted(found)
+        else:
+            yield path
+
+
+def validate_paths(paths: Iterable[Path]) -> tuple[int, list[Problem]]:
+    """Validate every job file under `paths`; return the file count and problems."""
+    count = 0
+    problems: list[Problem] = []
+    for path in iter_job_files(paths):
+        count += 1
+        try:
+            load_job(path)
+        except JobFileError as error:
+            problems.extend(error.problems)
+    return count, problems
