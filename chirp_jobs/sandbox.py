@@ -1,0 +1,450 @@
+"""A local Chirp-compatible calling API, for trying jobs and for tests.
+
+`Sandbox.handle` implements the API once, on plain values; `start_server` serves it
+over HTTP and `chirp_jobs.client.SandboxTransport` serves it in-process to httpx. It
+follows the documented contract of the Chirp calling API: Bearer app keys, the
+request checks of POST /v1/calls, the error body, KSUID-shaped ids with a `test_`
+infix for test keys, X-RateLimit-* headers and a call lifecycle. It places no calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import re
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from .jobs import CHANNELS, KEY_METADATA
+from .schema import definition_pattern
+
+logger = logging.getLogger(__name__)
+
+REQUEST_FIELDS = frozenset(["from", "to", "fromChannel", "toChannel", "metadata"])
+_APP_KEY = re.compile(r"sk_(live|test)_app_[A-Za-z0-9_]+")
+_ADMIN_KEY = re.compile(r"sk_admin_[A-Za-z0-9_]+")
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_KSUID_EPOCH = 1_400_000_000
+_MAX_BODY_BYTES = 1024 * 1024
+
+# The states of a sandbox call, each with its start as a fraction of
+# `SandboxConfig.lifecycle_seconds` after creation.
+_LIFECYCLE = (
+    (0.0, "initiated"),
+    (0.1, "ringing"),
+    (0.3, "in_progress"),
+    (1.0, "completed"),
+)
+
+
+@dataclass
+class SandboxConfig:
+    """Behaviour of a sandbox where the Chirp documentation leaves a choice.
+
+    `assigned_numbers` is the app's numbers; None means any `from` is assigned.
+    `rate_limit` is requests per minute per key, reported in X-RateLimit-* headers
+    and enforced with 429 once used up when `enforce_rate_limit` is set.
+    `lifecycle_seconds` is how long a call takes from `initiated` to `completed`.
+    """
+
+    assigned_numbers: frozenset[str] | None = None
+    rate_limit: int = 120
+    enforce_rate_limit: bool = False
+    lifecycle_seconds: float = 5.0
+    seed: int | None = None
+
+
+@dataclass
+class SandboxResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class _Window:
+    start: float
+    count: int = 0
+
+
+@dataclass
+class _StoredCall:
+    call: dict[str, Any]
+    created: float = field(default_factory=time.time)
+
+
+class Sandbox:
+    """The in-memory state and request handling of one sandbox API."""
+
+    def __init__(self, config: SandboxConfig | None = None) -> None:
+        self.config = config or SandboxConfig()
+        self._random = random.Random(self.config.seed)
+        self._lock = threading.Lock()
+        self._calls: dict[str, _StoredCall] = {}
+        self._windows: dict[str, _Window] = {}
+        self.request_count = 0
+
+    # Inspection, for tests and `GET /_sandbox/calls` -----------------------------
+
+    def created_calls(self) -> list[dict[str, Any]]:
+        """Return a copy of every call this sandbox created, oldest first."""
+        with self._lock:
+            return [dict(stored.call) for stored in self._calls.values()]
+
+    def count_by_key(self) -> Counter[str]:
+        """Count created calls per plan key (the `chirpJobsKey` metadata)."""
+        return Counter(
+            str(call["metadata"].get(KEY_METADATA)) for call in self.created_calls()
+        )
+
+    # Requests -------------------------------------------------------------------
+
+    def handle(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> SandboxResponse:
+        """Handle one HTTP request. `headers` must have lower-case names."""
+        with self._lock:
+            self.request_count += 1
+        path = path.split("?", 1)[0]
+        if path == "/_sandbox/calls" and method == "GET":
+            return _json_response(200, {"calls": self.created_calls()}, {})
+        key = _bearer_key(headers.get("authorization", ""))
+        if isinstance(key, SandboxResponse):
+            return key
+        limit_headers, limited = self._count_request(key)
+        if limited is not None:
+            return _with_headers(limited, limit_headers)
+        if path == "/v1/calls":
+            if method != "POST":
+                response = _error(405, "invalid_request_error", "method not allowed")
+            else:
+                response = self._create_call(key, body)
+        elif path.startswith("/v1/calls/") and path.count("/") == 3:
+            if method != "GET":
+                response = _error(405, "invalid_request_error", "method not allowed")
+            else:
+                response = self._get_call(path.rsplit("/", 1)[1])
+        else:
+            response = _error(404, "invalid_request_error", f"no route for {path}")
+        return _with_headers(response, limit_headers)
+
+    def _count_request(self, key: str) -> tuple[dict[str, str], SandboxResponse | None]:
+        now = time.time()
+        window_start = math.floor(now / 60) * 60
+        with self._lock:
+            window = self._windows.get(key)
+            if window is None or window.start != window_start:
+                window = self._windows[key] = _Window(window_start)
+            window.count += 1
+            count = window.count
+        limit = self.config.rate_limit
+        reset = int(window_start + 60)
+        headers = {
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": str(max(0, limit - count)),
+            "X-RateLimit-Reset": str(reset),
+        }
+        if self.config.enforce_rate_limit and count > limit:
+            retry_after = max(1, math.ceil(reset - now))
+            headers["Retry-After"] = str(retry_after)
+            return headers, _error(
+                429,
+                "invalid_request_error",
+                f"Rate limit exceeded. Try again in {retry_after} seconds.",
+                code="rate_limit_exceeded",
+            )
+        return headers, None
+
+    def _create_call(self, key: str, body: bytes) -> SandboxResponse:
+        request = _parse_body(body)
+        if isinstance(request, SandboxResponse):
+            return request
+        invalid = self._check_request(request)
+        if invalid is not None:
+            return invalid
+        test_mode = key.startswith("sk_test_")
+        now = time.time()
+        with self._lock:
+            call_id = self._new_id("call", test_mode, now)
+            app_id = _app_id(key, test_mode)
+            call = {
+                "id": call_id,
+                "appId": app_id,
+                "direction": "outbound",
+                "status": "initiated",
+                "fromAddress": request["from"],
+                "toAddress": request["to"],
+                "fromChannel": request.get("fromChannel", "pstn"),
+                "toChannel": request.get("toChannel", "pstn"),
+                "duration": None,
+                "endReason": None,
+                "metadata": request.get("metadata", {}),
+                "livekitRoomName": None,
+                "startedAt": None,
+                "answeredAt": None,
+                "endedAt": None,
+                "createdAt": _iso(now),
+            }
+            if "webrtc" in (call["fromChannel"], call["toChannel"]):
+                call["livekitRoomName"] = "room_" + call_id.rsplit("_", 1)[1]
+            self._calls[call_id] = _StoredCall(call, now)
+        logger.info("sandbox created %s for %s", call_id, call["toAddress"])
+        return _json_response(201, call, {})
+
+    def _new_id(self, prefix: str, test_mode: bool, now: float) -> str:
+        infix = "test_" if test_mode else ""
+        while True:
+            candidate = (
+                f"{prefix}_{infix}{_ksuid(int(now), self._random.getrandbits(128))}"
+            )
+            if candidate not in self._calls:
+                return candidate
+
+    def _check_request(self, request: dict[str, Any]) -> SandboxResponse | None:
+        for name in sorted(set(request) - REQUEST_FIELDS):
+            return _invalid(f"unknown parameter: {name}", "parameter_unknown", name)
+        for name in ("from", "to"):
+            if name not in request:
+                return _invalid(f"{name} is required", "parameter_missing", name)
+            if not isinstance(request[name], str):
+                return _invalid(f"{name} must be a string", "parameter_invalid", name)
+        for name in ("fromChannel", "toChannel"):
+            if request.get(name, "pstn") not in CHANNELS:
+                return _invalid(
+                    f"{name} must be one of pstn, webrtc, whatsapp",
+                    "parameter_invalid",
+                    name,
+                )
+        if not isinstance(request.get("metadata", {}), dict):
+            return _invalid(
+                "metadata must be an object", "parameter_invalid", "metadata"
+            )
+        e164 = definition_pattern("e164")
+        for name, channel in (("from", "fromChannel"), ("to", "toChannel")):
+            if request.get(channel, "pstn") == "webrtc":
+                if not request[name]:
+                    return _invalid(
+                        f"{name} must not be empty", "parameter_invalid", name
+                    )
+            elif not e164.fullmatch(request[name]):
+                return _invalid(
+                    f"{name} is not a valid E.164 phone number",
+                    "invalid_phone_number",
+                    name,
+                )
+        assigned = self.config.assigned_numbers
+        if assigned is not None and request["from"] not in assigned:
+            return _invalid(
+                "The from number is not assigned to this app",
+                "phone_number_not_assigned",
+                "from",
+            )
+        return None
+
+    def _get_call(self, call_id: str) -> SandboxResponse:
+        with self._lock:
+            stored = self._calls.get(call_id)
+            if stored is None:
+                return _error(
+                    404,
+                    "invalid_request_error",
+                    f"No call found with id {call_id}",
+                    code="resource_not_found",
+                    param="callId",
+                )
+            self._advance(stored, time.time())
+            return _json_response(200, dict(stored.call), {})
+
+    def _advance(self, stored: _StoredCall, now: float) -> None:
+        age = (now - stored.created) / max(self.config.lifecycle_seconds, 1e-9)
+        call = stored.call
+        status = call["status"]
+        for start, state in _LIFECYCLE:
+            if age >= start:
+                status = state
+        call["status"] = status
+        if status in ("ringing", "in_progress", "completed") and not call["startedAt"]:
+            call["startedAt"] = _iso(stored.created)
+        if status in ("in_progress", "completed") and not call["answeredAt"]:
+            call["answeredAt"] = _iso(
+                stored.created + 0.3 * self.config.lifecycle_seconds
+            )
+        if status == "completed" and not call["endedAt"]:
+            ended = stored.created + self.config.lifecycle_seconds
+            call["endedAt"] = _iso(ended)
+            call["duration"] = round(0.7 * self.config.lifecycle_seconds)
+            call["endReason"] = "hangup"
+
+
+def _bearer_key(header: str) -> str | SandboxResponse:
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key:
+        return _error(
+            401,
+            "authentication_error",
+            "Missing API key: send Authorization: Bearer <key>",
+            code="missing_api_key",
+        )
+    key = key.strip()
+    if _ADMIN_KEY.fullmatch(key):
+        return _error(
+            401,
+            "authentication_error",
+            "Admin keys cannot be used with app endpoints; use an app key",
+            code="invalid_api_key",
+        )
+    if not _APP_KEY.fullmatch(key):
+        return _error(
+            401, "authentication_error", "Invalid API key", code="invalid_api_key"
+        )
+    return key
+
+
+def _parse_body(body: bytes) -> dict[str, Any] | SandboxResponse:
+    try:
+        request = json.loads(body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return _invalid("request body is not valid JSON", "invalid_json", None)
+    if not isinstance(request, dict):
+        return _invalid("request body must be a JSON object", "invalid_json", None)
+    return request
+
+
+def _invalid(message: str, code: str, param: str | None) -> SandboxResponse:
+    return _error(400, "invalid_request_error", message, code=code, param=param)
+
+
+def _error(
+    status: int,
+    error_type: str,
+    message: str,
+    code: str | None = None,
+    param: str | None = None,
+) -> SandboxResponse:
+    error: dict[str, Any] = {"type": error_type, "message": message}
+    if code is not None:
+        error["code"] = code
+    if param is not None:
+        error["param"] = param
+    return _json_response(status, {"error": error}, {})
+
+
+def _json_response(
+    status: int, payload: Any, headers: dict[str, str]
+) -> SandboxResponse:
+    body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+    return SandboxResponse(
+        status, {"Content-Type": "application/json", **headers}, body
+    )
+
+
+def _with_headers(
+    response: SandboxResponse, headers: dict[str, str]
+) -> SandboxResponse:
+    response.headers.update(headers)
+    return response
+
+
+def _app_id(key: str, test_mode: bool) -> str:
+    # One key belongs to one app, so the app id is derived from the key: stable for
+    # the life of the sandbox and never revealing the key itself.
+    digest = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:20], "big")
+    return "app_" + ("test_" if test_mode else "") + _base62(digest)
+
+
+def _ksuid(timestamp: int, payload: int) -> str:
+    """Return a KSUID: 4 bytes of seconds since 2014-05-13 and 16 random bytes."""
+    return _base62((max(0, timestamp - _KSUID_EPOCH) << 128) | payload)
+
+
+def _base62(value: int) -> str:
+    """Return a 160-bit number as 27 base62 digits, as KSUIDs are written."""
+    digits = []
+    while value:
+        value, remainder = divmod(value, 62)
+        digits.append(_BASE62[remainder])
+    return "".join(reversed(digits)).rjust(27, "0")
+
+
+def _iso(timestamp: float) -> str:
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# HTTP server ----------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: SandboxServer
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > _MAX_BODY_BYTES:
+            response = _invalid("request body is too large", "body_too_large", None)
+            self.close_connection = True
+        else:
+            body = self.rfile.read(length)
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            response = self.server.sandbox.handle(
+                self.command, self.path, headers, body
+            )
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.end_headers()
+        self.wfile.write(response.body)
+
+    do_GET = _serve
+    do_POST = _serve
+    do_PUT = _serve
+    do_DELETE = _serve
+    do_PATCH = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("sandbox: " + format, *args)
+
+
+class SandboxServer(ThreadingHTTPServer):
+    """The sandbox over HTTP/1.1 with keep-alive, one thread per connection."""
+
+    daemon_threads = True
+
+    def __init__(self, sandbox: Sandbox, host: str, port: int) -> None:
+        self.sandbox = sandbox
+        super().__init__((host, port), _Handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = super().get_request()
+        # Without TCP_NODELAY, Nagle's algorithm delays each small response by
+        # about 40 ms, until the client's delayed ACK arrives.
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return connection, address
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        if isinstance(host, bytes):
+            host = host.decode("ascii")
+        return f"http://{host}:{port}"
+
+
+def start_server(
+    sandbox: Sandbox, host: str = "127.0.0.1", port: int = 0
+) -> SandboxServer:
+    """Serve `sandbox` on a background thread; port 0 picks a free port."""
+    server = SandboxServer(sandbox, host, port)
+    thread = threading.Thread(target=server.serve_forever, name="sandbox", daemon=True)
+    thread.start()
+    return server
