@@ -1,0 +1,80 @@
+"""Render plans and run summaries as text for people and JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from itertools import chain, islice
+from typing import Any
+
+from .jobs import KEY_METADATA
+from .planning import PlannedCall
+
+PLAN_COLUMNS = ("key", "from", "to", "channels", "at", "metadata")
+# Column widths come from the first rows, so a long plan streams without being
+# held in memory. A later, wider cell only shifts its own row.
+_WIDTH_SAMPLE = 200
+_MAX_METADATA_WIDTH = 60
+
+
+def format_offset(seconds: int) -> str:
+    """Return an offset from the start of the run as `+0s`, `+90s`, `+10m`, `+2h`."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"+{seconds // size}{unit}"
+    return f"+{seconds}s"
+
+
+def _plan_row(planned: PlannedCall) -> tuple[str, ...]:
+    request = planned.request
+    metadata = {
+        name: value
+        for name, value in request["metadata"].items()
+        if name != KEY_METADATA
+    }
+    shown = json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))
+    if len(shown) > _MAX_METADATA_WIDTH:
+        shown = shown[: _MAX_METADATA_WIDTH - 1] + "…"
+    return (
+        planned.key,
+        request["from"],
+        request["to"],
+        f"{request['fromChannel']}→{request['toChannel']}",
+        format_offset(planned.offset_seconds),
+        shown if metadata else "",
+    )
+
+
+def iter_plan_table(plan: Iterable[PlannedCall]) -> Iterator[str]:
+    """Yield the lines of the plan table, header first."""
+    rows = (_plan_row(planned) for planned in plan)
+    sample = list(islice(rows, _WIDTH_SAMPLE))
+    widths = [
+        max(len(column), *(len(row[i]) for row in sample))
+        for i, column in enumerate(PLAN_COLUMNS)
+    ]
+    yield _table_line(PLAN_COLUMNS, widths)
+    for row in chain(sample, rows):
+        yield _table_line(row, widths)
+
+
+def _table_line(cells: tuple[str, ...], widths: list[int]) -> str:
+    padded = [cell.ljust(width) for cell, width in zip(cells, widths, strict=True)]
+    return "  ".join(padded).rstrip()
+
+
+def plan_json_line(planned: PlannedCall) -> str:
+    """Return one planned call as a JSON line for `plan --format json`."""
+    origin = planned.origin
+    record: dict[str, Any] = {
+        "key": planned.key,
+        "request": planned.request,
+        "offsetSeconds": planned.offset_seconds,
+        "origin": {
+            "file": origin.path,
+            "call": origin.call_index,
+            "recipient": origin.recipient_index,
+            "repeat": origin.repeat_index,
+        },
+    }
+    return json.dumps(record, ensure_ascii=False)
