@@ -124,7 +124,8 @@ def _plan_total(planned: int, calls: int) -> str:
     "results_template",
     default="chirp-results/{job}.jsonl",
     show_default=True,
-    help="Results file (JSON lines, appended); {job} is the job name.",
+    help="Results file (JSON lines, appended). {job}, {date}, {time} and {run} are "
+    "replaced by the job name, the local date and time, and the run id.",
 )
 @click.option(
     "--sandbox",
@@ -175,17 +176,19 @@ def run(
 
     The API key is read from the CHIRP_API_KEY environment variable only.
     """
-    from .run import RunOptions, execute_job, results_path
+    from .run import RunOptions, execute_job, new_run_id, results_path
 
     loaded = load_job(job)
+    run_id = new_run_id()
     options = RunOptions(
-        results=results_path(results_template, loaded),
+        results=results_path(results_template, loaded, run_id),
         base_url=base_url,
         api_key=os.environ.get("CHIRP_API_KEY"),
         sandbox=sandbox,
         timeout=timeout,
         rate=rate,
         concurrency=concurrency,
+        run_id=run_id,
     )
     if not quiet:
         for line in iter_plan_table(iter_plan(loaded)):

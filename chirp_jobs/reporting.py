@@ -14,7 +14,6 @@ PLAN_COLUMNS = ("key", "from", "to", "channels", "at", "metadata")
 # Column widths come from the first rows, so a long plan streams without being
 # held in memory. A later, wider cell only shifts its own row.
 _WIDTH_SAMPLE = 200
-_MAX_METADATA_WIDTH = 60
 
 
 def format_offset(seconds: int) -> str:
@@ -32,9 +31,9 @@ def _plan_row(planned: PlannedCall) -> tuple[str, ...]:
         for name, value in request["metadata"].items()
         if name != KEY_METADATA
     }
+    # Metadata is shown whole, because reviewers approve exactly what is sent; it is
+    # the last column, so a long value does not push the others apart.
     shown = json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))
-    if len(shown) > _MAX_METADATA_WIDTH:
-        shown = shown[: _MAX_METADATA_WIDTH - 1] + "…"
     return (
         planned.key,
         request["from"],

@@ -15,8 +15,16 @@ from .errors import ConfigError
 from .jobs import Job
 from .planning import iter_plan
 from .results import ResultsWriter
-from .runner import DEFAULT_CONCURRENCY, DEFAULT_RATE, Runner, RunSettings, RunSummary
+from .runner import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_RATE,
+    RecordListener,
+    Runner,
+    RunSettings,
+    RunSummary,
+)
 from .sandbox import Sandbox
+from .templates import expand_template
 
 API_KEY_VARIABLE = "CHIRP_API_KEY"
 SANDBOX_TARGET = "sandbox"
@@ -37,7 +45,7 @@ class RunOptions:
     timeout: float = 10.0
     rate: float = DEFAULT_RATE
     concurrency: int = DEFAULT_CONCURRENCY
-    run_id: str | None = None
+    run_id: str = ""
 
     @property
     def target(self) -> str:
@@ -79,12 +87,16 @@ def new_run_id() -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
-def results_path(template: str, job: Job) -> Path:
-    return Path(template.replace("{job}", job.name))
+def results_path(template: str, job: Job, run_id: str) -> Path:
+    now = datetime.now().astimezone()
+    return Path(expand_template(template, now, job.name, run_id))
 
 
 def execute_job(
-    job: Job, options: RunOptions, transport: httpx.BaseTransport | None = None
+    job: Job,
+    options: RunOptions,
+    transport: httpx.BaseTransport | None = None,
+    on_record: RecordListener | None = None,
 ) -> RunSummary:
     """Check the settings, then send the job's plan and write its results.
 
@@ -112,5 +124,5 @@ def execute_job(
         max_connections=options.concurrency,
     )
     with client, ResultsWriter(options.results) as writer:
-        runner = Runner(client, writer, settings)
+        runner = Runner(client, writer, settings, on_record=on_record)
         return runner.execute(iter_plan(job))

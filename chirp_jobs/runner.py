@@ -119,6 +119,11 @@ class _Attempt:
     retry_after: float | None = None
 
 
+# Called with each results record right after it is written, from a worker thread
+# but never from two at once; progress displays use it.
+RecordListener = Callable[[dict[str, Any]], None]
+
+
 @dataclass
 class Runner:
     """Send planned calls through `client` and write each outcome to `writer`."""
@@ -128,6 +133,7 @@ class Runner:
     settings: RunSettings
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    on_record: RecordListener | None = None
     summary: RunSummary = field(default_factory=RunSummary)
 
     def __post_init__(self) -> None:
@@ -236,6 +242,8 @@ class Runner:
         with self._write_lock:
             self.writer.write(record)
             self.summary.count(outcome.outcome)
+            if self.on_record is not None:
+                self.on_record(record)
 
     def _send(self, key: str, request: dict[str, Any]) -> _Attempt:
         started = time.perf_counter()
