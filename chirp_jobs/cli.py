@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -16,6 +16,9 @@ from .errors import EXIT_INVALID, EXIT_OK, ChirpJobsError
 from .planning import iter_plan
 from .reporting import iter_plan_table, plan_json_line
 from .validation import load_job, validate_paths
+
+if TYPE_CHECKING:
+    from .runner import RunSummary
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -160,6 +163,57 @@ def _plan_total(planned: int, calls: int) -> str:
     show_default=True,
     help="Requests in flight at once, at most.",
 )
+@click.option(
+    "--run-id",
+    "run_id_template",
+    default=None,
+    help="Run id; {job}, {date} and {time} are replaced. An invocation with the run "
+    "id of an earlier one resumes it, placing only calls with no outcome yet. "
+    "Default: a new run id each time.",
+)
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="When resuming, place again the calls whose outcome is failed "
+    "(never those whose outcome is unknown).",
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(min=1, max=100),
+    default=5,
+    show_default=True,
+    help="Attempts per call, at most, for retried failures.",
+)
+@click.option(
+    "--retry-budget",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Retries allowed in the whole run, so an outage does not cause a storm.",
+)
+@click.option(
+    "--retry-on-status",
+    "retry_statuses",
+    type=int,
+    multiple=True,
+    metavar="STATUS",
+    help="Also retry this 5xx status (repeatable). Risky: the API may have placed "
+    "the call before failing, so a retry can ring the recipient twice.",
+)
+@click.option(
+    "--fsync/--no-fsync",
+    default=True,
+    show_default=True,
+    help="Force each results record to disk before going on, so a power loss "
+    "loses none.",
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds to wait for requests in flight after Ctrl-C or SIGTERM. "
+    "Default: --timeout plus 2.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print no plan and no summary.")
 @_reports_errors
 def run(
@@ -170,16 +224,31 @@ def run(
     timeout: float,
     rate: float,
     concurrency: int,
+    run_id_template: str | None,
+    retry_failed: bool,
+    max_attempts: int,
+    retry_budget: int,
+    retry_statuses: tuple[int, ...],
+    fsync: bool,
+    drain_timeout: float | None,
     quiet: bool,
 ) -> None:
     """Place the calls of JOB and append each outcome to the results file.
 
     The API key is read from the CHIRP_API_KEY environment variable only.
+    Ctrl-C or SIGTERM stops sending, waits for requests in flight and exits
+    130 or 143; run again with the same --run-id to finish.
     """
-    from .run import RunOptions, execute_job, new_run_id, results_path
+    from .run import (
+        RunOptions,
+        check_retry_statuses,
+        execute_job,
+        expand_run_id,
+        results_path,
+    )
 
     loaded = load_job(job)
-    run_id = new_run_id()
+    run_id = expand_run_id(run_id_template, loaded)
     options = RunOptions(
         results=results_path(results_template, loaded, run_id),
         base_url=base_url,
@@ -189,6 +258,12 @@ def run(
         rate=rate,
         concurrency=concurrency,
         run_id=run_id,
+        retry_failed=retry_failed,
+        max_attempts=max_attempts,
+        retry_budget=retry_budget,
+        retry_statuses=check_retry_statuses(retry_statuses),
+        fsync=fsync,
+        drain_seconds=drain_timeout,
     )
     if not quiet:
         for line in iter_plan_table(iter_plan(loaded)):
@@ -199,17 +274,33 @@ def run(
     if not quiet:
         click.echo(
             f"{summary.created} created, {summary.failed} failed, "
-            f"{summary.unknown} unknown of {summary.total} planned calls; "
-            f"results in {options.results}"
+            f"{summary.unknown} unknown of {loaded.planned_count} planned calls "
+            f"in run {run_id}; results in {options.results}"
             + (" (sandbox: no real calls were placed)" if sandbox else "")
         )
+        if summary.earlier:
+            click.echo(
+                f"{summary.earlier} of them had an outcome from an earlier "
+                "invocation of this run and were not sent again"
+            )
+    _warn_unfinished(summary, loaded.planned_count, run_id)
+    sys.exit(summary.exit_code)
+
+
+def _warn_unfinished(summary: RunSummary, planned: int, run_id: str) -> None:
     if summary.unknown:
         click.echo(
             f"warning: {summary.unknown} calls have an unknown outcome: they may have "
             "been placed; check them before placing them again",
             err=True,
         )
-    sys.exit(summary.exit_code)
+    if summary.stopped_by is not None:
+        click.echo(
+            f"warning: stopped by signal {summary.stopped_by} with "
+            f"{planned - summary.total} planned calls not sent; run again with "
+            f"--run-id {run_id} to place them",
+            err=True,
+        )
 
 
 def _target_line(sandbox: bool, base_url: str) -> str:
@@ -247,20 +338,97 @@ def _target_line(sandbox: bool, base_url: str) -> str:
     is_flag=True,
     help="Respond 429 with Retry-After once a key uses up its rate limit.",
 )
+@click.option(
+    "--rate-limit-per-second",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Enforce this many requests per second per key, with 429 and Retry-After.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Seed of call ids and of which requests meet a fault; the same seed and "
+    "plan give the same faults.",
+)
+@click.option(
+    "--throttle-first",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Answer the first N requests of each plan key with 429.",
+)
+@click.option(
+    "--throttle-retry-after",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Retry-After of those 429 answers, in seconds.",
+)
+@click.option(
+    "--server-error-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of POST /v1/calls answered 500, 502 or 503 (half of them after "
+    "creating the call).",
+)
+@click.option(
+    "--drop-after-create-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of POST /v1/calls that create the call, then close the connection "
+    "without answering.",
+)
+@click.option(
+    "--late-answer-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of POST /v1/calls that create the call, then answer after "
+    "--late-answer-seconds.",
+)
+@click.option(
+    "--late-answer-seconds",
+    type=click.FloatRange(min=0),
+    default=3.0,
+    show_default=True,
+    help="Delay of late answers, in seconds.",
+)
+@click.option(
+    "--latency",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Delay added to every answer, in seconds.",
+)
+@click.option(
+    "--refuse-seconds",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Refuse connections for this many seconds after starting.",
+)
+@_reports_errors
 def sandbox_command(
     host: str,
     port: int,
     assigned_numbers: tuple[str, ...],
     rate_limit: int,
-    enforce_rate_limit: bool,
+    **faults: Any,
 ) -> None:
-    """Serve a local Chirp-compatible API over HTTP until stopped (Ctrl-C)."""
+    """Serve a local Chirp-compatible API over HTTP until stopped (Ctrl-C).
+
+    The fault options make it misbehave on purpose, to try how a run copes.
+    """
     from .sandbox import Sandbox, SandboxConfig, SandboxServer
 
     config = SandboxConfig(
         assigned_numbers=frozenset(assigned_numbers) if assigned_numbers else None,
         rate_limit=rate_limit,
-        enforce_rate_limit=enforce_rate_limit,
+        latency_seconds=faults.pop("latency"),
+        **faults,
     )
     try:
         server = SandboxServer(Sandbox(config), host, port)

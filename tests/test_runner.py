@@ -138,7 +138,9 @@ def test_connect_error_retried(tmp_path: Path, write_job: WriteJob) -> None:
 
     records, exit_code = _run(tmp_path, write_job, handler)
     assert exit_code == 0
-    assert sorted(int(str(record["attempts"])) for record in records) == [1, 1, 3]
+    assert {record["outcome"] for record in records} == {"created"}
+    # Which calls meet the two failures depends on thread timing; the total does not.
+    assert sum(int(str(record["attempts"])) for record in records) == 5
 
 
 def test_never_connecting_fails_after_attempts(
