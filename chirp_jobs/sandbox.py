@@ -302,8 +302,9 @@ class Sandbox:
     def _choose_fault(self, request: dict[str, Any]) -> str | None:
         """Pick this request's fault from the seed, its plan key and its count."""
         metadata = request.get("metadata") or {}
+        # Requests without a plan key share one count, so they still meet faults.
         with self._lock:
-            plan_key = str(metadata.get(KEY_METADATA, self.request_count))
+            plan_key = str(metadata.get(KEY_METADATA, ""))
             earlier = self._posts_by_key[plan_key]
             self._posts_by_key[plan_key] += 1
         fault = self._roll_fault(plan_key, earlier)
