@@ -1,8 +1,8 @@
 """Measure what fsync per record costs the results file.
 
-Writes N realistic records (an intent and an outcome per planned call, as a run
-does) through `ResultsWriter` with fsync on and off, into a temporary folder on
-the file system the results would live on, and prints microseconds per record.
+Writes N records of a realistic size through `ResultsWriter` with fsync on and
+off, into a temporary folder on the file system the results would live on. Prints
+microseconds per record.
 
     .venv/bin/python benchmarks/results_fsync.py [--records N] [--folder PATH]
 """

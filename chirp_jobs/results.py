@@ -1,6 +1,6 @@
 """The results file: one JSON line per planned call outcome, appended as it arrives.
 
-Besides outcome records the file holds progress records: an `intent` record is
+Besides outcome records the file contains progress records: an `intent` record is
 written before each request is sent, and a `not_placed` record after an attempt
 that provably placed no call. A later invocation of the same run reads them back
 (`load_run_state`) to tell finished, in-flight and untouched planned calls apart.
@@ -199,7 +199,7 @@ def repair_torn_tail(path: Path) -> int:
     Only a crash while a line was being written leaves one. The cut bytes are
     appended to `PATH.torn` beside the results file, so nothing is thrown away.
     A torn intent record means its request was never sent, because a request is
-    sent only after its intent is written; a torn outcome record leaves its intent
+    sent only after its intent is written. A torn outcome record leaves its intent
     without an outcome, so the next invocation of the run reports it `unknown`.
     """
     try:
@@ -247,7 +247,7 @@ def iter_records(path: Path) -> Iterator[dict[str, Any]]:
     """Yield every record of a results file, progress records included.
 
     An unterminated last line that is not valid JSON is a torn line left by a
-    crash; it is skipped, since the next run on the file repairs it. Any other
+    crash. It is skipped, because the next run on the file repairs it. Any other
     line that is not a JSON object raises `ConfigError` naming its line.
     """
     with path.open("rb") as stream:
@@ -288,7 +288,7 @@ class RunState:
 
     `outcomes` is the last outcome record of each key. `in_flight` is the last
     intent record of each key whose request was sent with no outcome recorded
-    after it: the process stopped before the answer came.
+    after it, because the process stopped before the response came.
     """
 
     run_id: str
@@ -320,7 +320,7 @@ def load_run_state(path: Path, run_id: str) -> RunState:
 
 
 def interrupted_record(intent: dict[str, Any], message: str) -> dict[str, Any]:
-    """Return the `unknown` outcome of a request whose answer never arrived."""
+    """Return the `unknown` outcome of a request whose response never arrived."""
     return {
         **intent,
         "outcome": UNKNOWN,

@@ -193,7 +193,7 @@ def execute_job(
     with client, ResultsWriter(options.results, fsync=options.fsync) as writer:
         state = load_run_state(options.results, settings.run_id)
         summary = RunSummary()
-        _record_in_flight(state, writer)
+        _record_in_flight(state, writer, on_record)
         settings.elapsed_seconds = _elapsed_since(state.first_sent_at)
         runner = Runner(client, writer, settings, on_record=on_record, summary=summary)
         plan = _unfinished(iter_plan(job), state, options.retry_failed, summary)
@@ -218,7 +218,9 @@ def _run_settings(job: Job, options: RunOptions) -> RunSettings:
     )
 
 
-def _record_in_flight(state: RunState, writer: ResultsWriter) -> None:
+def _record_in_flight(
+    state: RunState, writer: ResultsWriter, on_record: RecordListener | None
+) -> None:
     """Record as `unknown` each request an earlier invocation left in flight."""
     for key, intent in sorted(state.in_flight.items()):
         logger.warning(
@@ -230,6 +232,8 @@ def _record_in_flight(state: RunState, writer: ResultsWriter) -> None:
         record = interrupted_record(intent, _IN_FLIGHT_AT_CRASH)
         writer.write(record)
         state.outcomes[key] = record
+        if on_record is not None:
+            on_record(record)
     state.in_flight.clear()
 
 

@@ -1,11 +1,11 @@
 """Execute a plan: send each planned call once, paced and concurrent, and record it.
 
 The Chirp API documents no idempotency key, so a create that may have reached the
-server is never sent again: only failures that prove the request was not processed
+server is never sent again. Only failures that prove the request was not processed
 (no connection was made, or the API returned 429) are retried, unless the user
-opts in to retrying chosen 5xx statuses. Everything else that is not a clear answer
-is recorded as `unknown`. Before each attempt an `intent` record is written, so an
-invocation that dies mid-request leaves a trace the next invocation reads.
+opts in to retrying chosen 5xx statuses. Everything else that is not a clear
+response is recorded as `unknown`. Before each attempt an `intent` record is
+written, so an invocation that dies mid-request leaves a trace the next one reads.
 """
 
 from __future__ import annotations
@@ -119,10 +119,10 @@ class RunSummary:
 class Pacer:
     """Space request starts at least `interval` seconds apart, across threads.
 
-    The interval starts at `1 / rate`. It doubles after a 429 (once per interval,
-    so a burst of 429s for requests sent together counts once) and shrinks back by
-    10% after each success, and the X-RateLimit-* headers of each response can
-    widen it, so a long run slows down before the API has to reject it.
+    The interval starts at `1 / rate`. It doubles after a 429, once per interval,
+    so a burst of 429s for requests sent together counts once. It shrinks back by
+    10% after each success. The X-RateLimit-* headers of each response can widen
+    it, so a long run slows down before the API has to reject it.
     """
 
     def __init__(
@@ -368,7 +368,7 @@ class Runner:
         with self._write_lock:
             self._closed = True
             for key, entry in sorted(self._in_flight.items()):
-                logger.warning("%s: no answer before the stop; outcome unknown", key)
+                logger.warning("%s: no response before the stop; outcome unknown", key)
                 self._write_interrupted(entry)
                 self._abandoned.add(key)
             self._in_flight.clear()
@@ -425,6 +425,7 @@ class Runner:
             return False
         if self.stopping:
             return self._give_up(planned, request, attempt, attempts)
+
         if not self.budget.take():
             if attempt.error is not None:
                 attempt.error["message"] = (
@@ -433,6 +434,7 @@ class Runner:
             return False
         if attempt.not_placed:
             self._write_not_placed(planned, request, attempt, attempts)
+
         delay = self._backoff(attempts, attempt.retry_after)
         logger.warning(
             "retrying %s in %.1f s (attempt %d of %d)",
@@ -446,6 +448,7 @@ class Runner:
         if attempt.status == 429:
             self.pacer.slow_down()
             self.pacer.hold(delay)
+
         self._wait(delay)
         if self.stopping and attempt.not_placed:
             raise StopRequested
@@ -520,10 +523,10 @@ class Runner:
     def _finish(self, key: str, record: dict[str, Any]) -> None:
         with self._write_lock:
             if self._closed or key in self._abandoned:
-                # The stop already recorded this call as unknown; the late answer
-                # is logged so that nothing is silently dropped.
+                # The stop already recorded this call as unknown, so the late
+                # response is only logged, to drop nothing silently.
                 logger.warning(
-                    "%s: answer arrived after the stop (outcome %s, call %s); "
+                    "%s: response arrived after the stop (outcome %s, call %s); "
                     "the results file records it as unknown",
                     key,
                     record["outcome"],

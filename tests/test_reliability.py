@@ -354,7 +354,7 @@ def _wait_for_size(path: Path, size: int, process: subprocess.Popen[bytes]) -> N
 
 def test_kill_9_then_resume_never_twice(tmp_path: Path, write_job: WriteJob) -> None:
     sandbox = Sandbox(SandboxConfig(seed=5, rate_limit=UNLIMITED, latency_seconds=0.03))
-    job = write_job(_job_text("crash", 200))
+    job = write_job(_job_text("crash", 300))
     results = tmp_path / "results.jsonl"
     moments = random.Random(20261204)
     kills = 0
@@ -378,8 +378,9 @@ def test_kill_9_then_resume_never_twice(tmp_path: Path, write_job: WriteJob) -> 
             assert data.startswith(kept)
             kept = _complete_lines(data)
             _assert_never_twice(sandbox)
+        finish = [*args[:-1], "--rate", "500", args[-1]]
         final = subprocess.run(
-            [str(SCRIPT), *args], env=_env(), capture_output=True, timeout=60
+            [str(SCRIPT), *finish], env=_env(), capture_output=True, timeout=60
         )
 
     _assert_never_twice(sandbox)
@@ -403,7 +404,10 @@ def test_kill_9_then_resume_never_twice(tmp_path: Path, write_job: WriteJob) -> 
     assert final.returncode == (1 if interrupted else 0), final.stderr
 
 
-def test_sigterm_waits_for_in_flight(tmp_path: Path, write_job: WriteJob) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_signal_waits_for_in_flight(
+    tmp_path: Path, write_job: WriteJob, stop_signal: signal.Signals
+) -> None:
     sandbox = Sandbox(SandboxConfig(rate_limit=UNLIMITED, latency_seconds=0.5))
     job = write_job(_job_text("sigterm", 8))
     results = tmp_path / "results.jsonl"
@@ -413,7 +417,7 @@ def test_sigterm_waits_for_in_flight(tmp_path: Path, write_job: WriteJob) -> Non
         )
         process = _start(args, stderr=subprocess.PIPE)
         _wait_for_size(results, 0, process)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(stop_signal)
         _, stderr = process.communicate(timeout=10)
         stopped = read_records(results)
         created_at_stop = len(sandbox.created_calls())
@@ -421,8 +425,8 @@ def test_sigterm_waits_for_in_flight(tmp_path: Path, write_job: WriteJob) -> Non
             [str(SCRIPT), *args], env=_env(), capture_output=True, timeout=30
         )
 
-    assert process.returncode == 128 + signal.SIGTERM
-    assert b"stopped by signal 15" in stderr
+    assert process.returncode == 128 + stop_signal
+    assert f"stopped by signal {int(stop_signal)}".encode() in stderr
     intents = {r["key"] for r in stopped if r["outcome"] == "intent"}
     finished = {r["key"] for r in stopped if r["outcome"] == "created"}
     # The requests in flight were waited for, so none was left unknown.
