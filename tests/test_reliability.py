@@ -466,3 +466,26 @@ def test_second_invocation_exits_3_at_once(
     run_ids = {call["metadata"]["chirpJobsRun"] for call in sandbox.created_calls()}
     assert run_ids == {"first"}
     assert {record["runId"] for record in read_records(results)} == {"first"}
+
+
+def test_drain_timeout_records_unknown(tmp_path: Path, write_job: WriteJob) -> None:
+    sandbox = Sandbox(SandboxConfig(rate_limit=UNLIMITED, latency_seconds=2.0))
+    job = write_job(_job_text("drain", 4))
+    results = tmp_path / "results.jsonl"
+    with _serving(sandbox) as url:
+        args = _run_args(
+            job, results, url, "--run-id", "d", "--concurrency", "2", "--timeout", "5"
+        )
+        process = _start([*args[:-1], "--drain-timeout", "0.2", args[-1]])
+        _wait_for_size(results, 0, process)
+        time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+
+    assert process.returncode == 128 + signal.SIGTERM
+    records = read_results(results)
+    assert len(records) == 2
+    assert {record["outcome"] for record in records} == {"unknown"}
+    assert {record["error"]["code"] for record in records} == {"in_flight"}
+    intents = [r for r in read_records(results) if r["outcome"] == "intent"]
+    assert sorted(r["key"] for r in intents) == sorted(r["key"] for r in records)
