@@ -356,21 +356,21 @@ def _target_line(sandbox: bool, base_url: str) -> str:
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="Answer the first N requests of each plan key with 429.",
+    help="Respond 429 to the first N requests of each plan key.",
 )
 @click.option(
     "--throttle-retry-after",
     type=click.IntRange(min=0),
     default=2,
     show_default=True,
-    help="Retry-After of those 429 answers, in seconds.",
+    help="Retry-After of those 429 responses, in seconds.",
 )
 @click.option(
     "--server-error-rate",
     type=click.FloatRange(0, 1),
     default=0.0,
     show_default=True,
-    help="Share of POST /v1/calls answered 500, 502 or 503 (half of them after "
+    help="Share of POST /v1/calls that get 500, 502 or 503 (half of them after "
     "creating the call).",
 )
 @click.option(
@@ -386,7 +386,7 @@ def _target_line(sandbox: bool, base_url: str) -> str:
     type=click.FloatRange(0, 1),
     default=0.0,
     show_default=True,
-    help="Share of POST /v1/calls that create the call, then answer after "
+    help="Share of POST /v1/calls that create the call, then respond after "
     "--late-answer-seconds.",
 )
 @click.option(
@@ -394,14 +394,14 @@ def _target_line(sandbox: bool, base_url: str) -> str:
     type=click.FloatRange(min=0),
     default=3.0,
     show_default=True,
-    help="Delay of late answers, in seconds.",
+    help="Delay of late responses, in seconds.",
 )
 @click.option(
     "--latency",
     type=click.FloatRange(min=0),
     default=0.0,
     show_default=True,
-    help="Delay added to every answer, in seconds.",
+    help="Delay added to every response, in seconds.",
 )
 @click.option(
     "--refuse-seconds",
