@@ -236,7 +236,9 @@ def _plan_total(planned: int, calls: int) -> str:
     help="Requests in flight at once, at most (env CHIRP_CONCURRENCY; default 4).",
 )
 @_shard_option
-@click.option("-q", "--quiet", is_flag=True, help="Print no plan and no summary.")
+@click.option(
+    "-q", "--quiet", is_flag=True, help="Print no plan, summary or progress bar."
+)
 @click.option(
     "--print",
     "print_always",

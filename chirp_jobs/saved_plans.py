@@ -101,12 +101,23 @@ def read_plan(plan_path: Path) -> SavedPlan:
     """Read a saved plan and check it against its inputs.
 
     Raises `StalePlanError` (exit 2) when the job file, the tool version or the
-    plan itself changed since the plan was made.
+    plan itself changed since the plan was made, and `ChirpJobsError` (exit 2)
+    when the file is not a readable saved plan.
     """
     document = _read_document(plan_path)
+    try:
+        return _checked_plan(plan_path, document)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise ChirpJobsError(
+            f"invalid saved plan {plan_path}: missing or malformed field ({error}); "
+            "make the plan again with `chirp-jobs plan JOB -o PLAN.json`"
+        ) from None
+
+
+def _checked_plan(plan_path: Path, document: dict[str, Any]) -> SavedPlan:
     job_info = document["job"]
-    shown = job_info["path"]
-    again = f"make the plan again with `chirp-jobs plan {shown} -o {plan_path}`"
+    job_display = job_info["path"]
+    again = f"make the plan again with `chirp-jobs plan {job_display} -o {plan_path}`"
     job_path = plan_path.parent / job_info["pathFromPlan"]
     if document["toolVersion"] != __version__:
         raise StalePlanError(
@@ -115,11 +126,11 @@ def read_plan(plan_path: Path) -> SavedPlan:
         )
     if not job_path.is_file():
         raise StalePlanError(
-            f"plan is stale: {shown} is missing (looked for {job_path})"
+            f"plan is stale: {job_display} is missing (looked for {job_path})"
         )
     if file_digest(job_path) != job_info["sha256"]:
         raise StalePlanError(
-            f"plan is stale: {shown} changed after the plan was made; review the "
+            f"plan is stale: {job_display} changed after the plan was made; review the "
             f"change and {again}"
         )
     inputs = {key: document[key] for key in ("job", "toolVersion", "settings")}
@@ -127,7 +138,7 @@ def read_plan(plan_path: Path) -> SavedPlan:
         raise StalePlanError(
             f"plan is stale: {plan_path} was edited after it was made; make it again"
         )
-    job = load_job(job_path, shown)
+    job = load_job(job_path, job_display)
     shard = _saved_shard(document["settings"]["shard"])
     return SavedPlan(job, job_path, shard, list(_planned_calls(document["calls"])))
 

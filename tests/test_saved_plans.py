@@ -213,3 +213,17 @@ def test_plan_table_totals_per_channel_and_from(
     assert "5 planned calls from 2 entries in `calls`" in lines
     assert "By channel: pstn→pstn 5" in lines
     assert "By from: +15550100100 3, +15550100101 2" in lines
+
+
+def test_run_malformed_plan_exit_2(
+    cli: CliRunner, repository: Path, sandbox: Sandbox, served_sandbox: SandboxServer
+) -> None:
+    document = _save_plan(cli)
+    del document["job"]
+    Path("plan.json").write_text(json.dumps(document))
+    result = _run(cli, served_sandbox)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        "error: invalid saved plan plan.json: missing or malformed field ('job')"
+    )
+    assert sandbox.request_count == 0
