@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -12,6 +13,9 @@ from .results import CREATED, FAILED, UNKNOWN
 logger = logging.getLogger(__name__)
 
 BAR_WIDTH = 24
+# The rate shown is over the last records, not since the start, so it follows
+# pauses (a 429's Retry-After, repeats waiting for their offset).
+RATE_WINDOW = 20
 # Redrawing more often than this makes a terminal flicker and costs time on long
 # runs; the last state is always drawn by `close`.
 _REDRAW_SECONDS = 0.1
@@ -41,6 +45,8 @@ def log_outcome(record: dict[str, Any]) -> None:
 class ProgressBar:
     """A one-line progress display: created, failed and remaining counts, and rate.
 
+    The rate is in calls per second over the last `RATE_WINDOW` records.
+
     Draw it only on a terminal: the caller checks `stream.isatty()`, so a cron or
     CI log gets none of it.
     """
@@ -55,7 +61,7 @@ class ProgressBar:
         self.stream = stream
         self.clock = clock
         self.counts = {CREATED: 0, FAILED: 0, UNKNOWN: 0}
-        self.started = clock()
+        self._finished_at: deque[float] = deque(maxlen=RATE_WINDOW)
         self._drawn_at = 0.0
 
     def __call__(self, record: dict[str, Any]) -> None:
@@ -63,6 +69,7 @@ class ProgressBar:
         if outcome in self.counts:
             self.counts[outcome] += 1
         now = self.clock()
+        self._finished_at.append(now)
         if now - self._drawn_at >= _REDRAW_SECONDS:
             self._drawn_at = now
             self.draw()
@@ -70,8 +77,9 @@ class ProgressBar:
     def line(self) -> str:
         done = sum(self.counts.values())
         filled = BAR_WIDTH * done // self.total if self.total else BAR_WIDTH
-        elapsed = self.clock() - self.started
-        rate = done / elapsed if elapsed > 0 else 0.0
+        times = self._finished_at
+        span = times[-1] - times[0] if len(times) > 1 else 0.0
+        rate = (len(times) - 1) / span if span > 0 else 0.0
         text = (
             f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] "
             f"{self.counts[CREATED]} created, {self.counts[FAILED]} failed, "

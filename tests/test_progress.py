@@ -99,11 +99,22 @@ def test_progress_line_counts_and_rate() -> None:
     now = [100.0]
     stream = io.StringIO()
     bar = ProgressBar(4, stream, clock=lambda: now[0])
-    now[0] = 102.0
-    bar({"outcome": "created"})
-    bar({"outcome": "failed"})
-    bar({"outcome": "unknown"})
+    for outcome in ("created", "failed", "unknown"):
+        now[0] += 0.5
+        bar({"outcome": outcome})
     assert bar.line() == (
         "[##################......] 1 created, 1 failed, 1 unknown, "
-        "1 remaining, 1.5 calls/s"
+        "1 remaining, 2.0 calls/s"
     )
+
+
+def test_progress_rate_follows_recent_calls() -> None:
+    now = [0.0]
+    bar = ProgressBar(100, io.StringIO(), clock=lambda: now[0])
+    for _ in range(40):
+        now[0] += 0.1
+        bar({"outcome": "created"})
+    for _ in range(21):
+        now[0] += 1.0
+        bar({"outcome": "created"})
+    assert bar.line().endswith("39 remaining, 1.0 calls/s")
