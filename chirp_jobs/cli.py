@@ -29,7 +29,7 @@ from .reporting import PlanTotals, iter_plan_table, plan_json_line
 from .runner import RunSummary
 from .saved_plans import write_plan
 from .settings import resolve_results_template, resolve_setting
-from .sharding import Shard, parse_shard, select_shard
+from .sharding import Shard, check_unsharded, parse_shard, select_shard
 from .validation import load_job, validate_paths
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -271,6 +271,8 @@ def run(
 
     shard = parse_shard(shard_text) if shard_text else None
     source = open_plan_source(job, shard)
+    if source.shard is None:
+        check_unsharded()
     loaded = source.job
     run_id = new_run_id()
     template = resolve_results_template(

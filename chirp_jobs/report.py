@@ -22,6 +22,9 @@ from .results import CREATED, FAILED, OUTCOMES, UNKNOWN
 # The record a `report --refresh` appends: the state of a created call as
 # GET /v1/calls/{id} returned it.
 CALL_STATE = "callState"
+# Outcome records have no `type`; "outcome" and "result" are accepted too, in
+# case a later version labels them.
+_OUTCOME_TYPES = (None, "outcome", "result")
 
 
 @dataclass
@@ -41,7 +44,7 @@ class Results:
             self.skipped += 1
         elif record.get("type") == CALL_STATE and isinstance(record.get("callId"), str):
             self.states[record["callId"]] = record
-        elif "type" not in record and record.get("outcome") in OUTCOMES:
+        elif record.get("type") in _OUTCOME_TYPES and record.get("outcome") in OUTCOMES:
             plan_call = (str(record.get("runId")), str(record.get("key")))
             self.outcomes[plan_call] = record
             self.sources[plan_call] = source

@@ -69,6 +69,19 @@ def parse_shard(text: str, environ: Mapping[str, str] = os.environ) -> Shard:
     return Shard(index, count)
 
 
+def check_unsharded(environ: Mapping[str, str] = os.environ) -> None:
+    """Raise `ChirpJobsError` (exit 2) for an unsharded run inside an Indexed Job.
+
+    Every pod of an Indexed Job would otherwise place every call of the plan.
+    """
+    if COMPLETION_INDEX_VARIABLE in environ:
+        raise ChirpJobsError(
+            f"{COMPLETION_INDEX_VARIABLE} is set, as in a Kubernetes Indexed Job, but "
+            "--shard is not, so each pod would place every call; pass --shard auto/N "
+            "with N the job's completions (auto/1 for a single pod)"
+        )
+
+
 def _completion_index(environ: Mapping[str, str]) -> str:
     value = environ.get(COMPLETION_INDEX_VARIABLE, "")
     if not value.isdigit():

@@ -172,15 +172,16 @@ def test_report_last_outcome_and_other_kinds(cli: CliRunner, tmp_path: Path) -> 
         json.dumps(_record("a", "created")),
         json.dumps(_record("a", "failed", run="run-2")),
         json.dumps({"key": "b", "runId": "run-1", "outcome": "pending"}),
+        json.dumps({**_record("d", "unknown"), "type": "outcome"}),
         '{"key": "c", "outc',
     ]
     path.write_text("\n".join(lines) + "\n")
     result = cli.invoke(main, ["report", "--format", "json", str(path)])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["plannedCalls"] == 2
+    assert report["plannedCalls"] == 3
     assert report["runs"] == ["run-1", "run-2"]
-    assert report["outcomes"] == {"created": 1, "failed": 1, "unknown": 0}
+    assert report["outcomes"] == {"created": 1, "failed": 1, "unknown": 1}
     assert report["skippedRecords"] == 2
     assert report["unreadableLines"] == 1
 

@@ -165,3 +165,35 @@ def test_run_shards_then_report_merges(
     summary = json.loads(report.stdout)
     assert summary["plannedCalls"] == 5
     assert summary["outcomes"] == {"created": 5, "failed": 0, "unknown": 0}
+
+
+def test_run_shard_default_results_path(
+    cli: CliRunner,
+    write_job: WriteJob,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job = write_job(JOB.replace("repeat: 3", "repeat: 1"))
+    monkeypatch.chdir(tmp_path)
+    result = cli.invoke(main, ["run", "--sandbox", "--shard", "1/2", str(job)])
+    assert result.exit_code == 0, result.output
+    results = tmp_path / "chirp-results" / "sharded.shard-1-of-2.jsonl"
+    keys = [json.loads(line)["key"] for line in results.read_text().splitlines()]
+    assert keys == _plan_keys(cli, job, "--shard", "1/2")
+
+
+def test_run_unsharded_in_indexed_job_exit_2(
+    cli: CliRunner,
+    write_job: WriteJob,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "0")
+    monkeypatch.chdir(tmp_path)
+    result = cli.invoke(main, ["run", "--sandbox", str(write_job(JOB))])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        "error: JOB_COMPLETION_INDEX is set, as in a Kubernetes Indexed Job, but "
+        "--shard is not"
+    )
+    assert not (tmp_path / "chirp-results").exists()
