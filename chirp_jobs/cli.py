@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -22,7 +22,7 @@ from .logs import (
     configure_logging,
     redact,
 )
-from .plan_sources import open_plan_source
+from .plan_sources import PlanSource, open_plan_source
 from .planning import PlannedCall, iter_plan
 from .progress import RunWatcher
 from .reporting import PlanTotals, iter_plan_table, plan_json_line
@@ -31,6 +31,9 @@ from .saved_plans import write_plan
 from .settings import resolve_results_template, resolve_setting
 from .sharding import Shard, check_unsharded, parse_shard, select_shard
 from .validation import load_job, validate_paths
+
+if TYPE_CHECKING:
+    from .run import RunOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -267,41 +270,61 @@ def run(
     reports failures on stderr with a non-zero exit. The API key is read from
     the CHIRP_API_KEY environment variable only.
     """
-    from .run import RunOptions, execute_job, new_run_id, results_path
+    from .run import execute_job
 
     shard = parse_shard(shard_text) if shard_text else None
     source = open_plan_source(job, shard)
     if source.shard is None:
         check_unsharded()
-    loaded = source.job
+    options = _run_options(
+        source, results_template, base_url, sandbox, timeout, rate, concurrency
+    )
+    silent = quiet or ctx.obj["quiet"]
+    show = not silent and (print_always or _is_terminal(sys.stdout))
+    if show:
+        _echo_plan(source.job, source.calls(), source.shard)
+        click.echo(_target_line(options.sandbox, base_url))
+    watcher = RunWatcher.for_stream(source.count, sys.stderr, enabled=not silent)
+    try:
+        summary = execute_job(
+            source.job, options, on_record=watcher, plan=source.calls()
+        )
+    finally:
+        watcher.close()
+    _echo_summary(summary, options, show)
+    sys.exit(summary.exit_code)
+
+
+def _run_options(
+    source: PlanSource,
+    results_template: str | None,
+    base_url: str,
+    sandbox: bool,
+    timeout: float | None,
+    rate: float | None,
+    concurrency: int | None,
+) -> RunOptions:
+    from .run import RunOptions, new_run_id, results_path
+
+    job = source.job
     run_id = new_run_id()
     template = resolve_results_template(
-        results_template, loaded, source.job_path, source.shard
+        results_template, job, source.job_path, source.shard
     )
-    options = RunOptions(
-        results=results_path(template, loaded, run_id),
+    return RunOptions(
+        results=results_path(template, job, run_id),
         base_url=base_url,
         api_key=os.environ.get("CHIRP_API_KEY"),
         sandbox=sandbox,
-        timeout=resolve_setting("timeout", timeout, loaded),
-        rate=resolve_setting("rate", rate, loaded),
-        concurrency=resolve_setting("concurrency", concurrency, loaded),
+        timeout=resolve_setting("timeout", timeout, job),
+        rate=resolve_setting("rate", rate, job),
+        concurrency=resolve_setting("concurrency", concurrency, job),
         run_id=run_id,
     )
-    show = not (quiet or ctx.obj["quiet"]) and (
-        print_always or _is_terminal(sys.stdout)
-    )
-    if show:
-        _echo_plan(loaded, source.calls(), source.shard)
-        click.echo(_target_line(options.sandbox, base_url))
-    watcher = RunWatcher.for_stream(
-        source.count, sys.stderr, enabled=not (quiet or ctx.obj["quiet"])
-    )
-    try:
-        summary = execute_job(loaded, options, on_record=watcher, plan=source.calls())
-    finally:
-        watcher.close()
-    line = _summary_line(summary, options.results, sandbox)
+
+
+def _echo_summary(summary: RunSummary, options: RunOptions, show: bool) -> None:
+    line = _summary_line(summary, options.results, options.sandbox)
     if show:
         click.echo(line)
     elif summary.exit_code:
@@ -312,7 +335,6 @@ def run(
             "been placed; check them before placing them again",
             err=True,
         )
-    sys.exit(summary.exit_code)
 
 
 def _is_terminal(stream: Any) -> bool:
