@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import JobFileError, Problem
@@ -51,6 +51,8 @@ class Job:
     description: str
     calls: list[CallSpec]
     max_planned_calls: int
+    # The `settings` section as written; `chirp_jobs.settings` applies it.
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def planned_count(self) -> int:
@@ -76,6 +78,7 @@ def build_job(document: Document) -> Job:
         description=data.get("description", ""),
         calls=calls,
         max_planned_calls=data.get("maxPlannedCalls", DEFAULT_MAX_PLANNED_CALLS),
+        settings=data.get("settings", {}),
     )
     if not problems:
         problems += _size_problems(document, job)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from itertools import chain, islice
 from typing import Any
 
@@ -62,10 +64,10 @@ def _table_line(cells: tuple[str, ...], widths: list[int]) -> str:
     return "  ".join(padded).rstrip()
 
 
-def plan_json_line(planned: PlannedCall) -> str:
-    """Return one planned call as a JSON line for `plan --format json`."""
+def plan_record(planned: PlannedCall) -> dict[str, Any]:
+    """Return one planned call as the object that JSON output and saved plans use."""
     origin = planned.origin
-    record: dict[str, Any] = {
+    return {
         "key": planned.key,
         "request": planned.request,
         "offsetSeconds": planned.offset_seconds,
@@ -76,4 +78,32 @@ def plan_json_line(planned: PlannedCall) -> str:
             "repeat": origin.repeat_index,
         },
     }
-    return json.dumps(record, ensure_ascii=False)
+
+
+def plan_json_line(planned: PlannedCall) -> str:
+    """Return one planned call as a JSON line for `plan --format json`."""
+    return json.dumps(plan_record(planned), ensure_ascii=False)
+
+
+@dataclass
+class PlanTotals:
+    """Planned call counts per channel pair and per `from` address."""
+
+    calls: int = 0
+    by_channel: Counter[str] = field(default_factory=Counter)
+    by_from: Counter[str] = field(default_factory=Counter)
+
+    def counted(self, plan: Iterable[PlannedCall]) -> Iterator[PlannedCall]:
+        """Yield `plan` unchanged, counting each planned call on the way."""
+        for planned in plan:
+            request = planned.request
+            self.calls += 1
+            self.by_channel[f"{request['fromChannel']}→{request['toChannel']}"] += 1
+            self.by_from[request["from"]] += 1
+            yield planned
+
+    def lines(self) -> Iterator[str]:
+        """Yield the totals as text lines, largest count first."""
+        for title, counts in (("channel", self.by_channel), ("from", self.by_from)):
+            parts = [f"{name} {count:,}" for name, count in counts.most_common()]
+            yield f"By {title}: " + (", ".join(parts) if parts else "none")

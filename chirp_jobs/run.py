@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ import httpx
 from .client import SANDBOX_BASE_URL, SandboxTransport, build_client
 from .errors import ConfigError
 from .jobs import Job
-from .planning import iter_plan
+from .planning import PlannedCall, iter_plan
 from .results import ResultsWriter
 from .runner import (
     DEFAULT_CONCURRENCY,
@@ -31,7 +32,9 @@ SANDBOX_TARGET = "sandbox"
 # A key the in-process sandbox accepts; it is a test key, so ids read call_test_...
 SANDBOX_API_KEY = "sk_test_app_sandbox"
 DEFAULT_RESULTS = "chirp-results/{job}.jsonl"
-_APP_KEY = re.compile(r"sk_(?:live|test)_app_\S+")
+# Printable ASCII only: httpx cannot send anything else in a header, and would
+# raise with a traceback once the run had started.
+_APP_KEY = re.compile(r"sk_(?:live|test)_app_[!-~]+")
 
 
 @dataclass
@@ -97,10 +100,12 @@ def execute_job(
     options: RunOptions,
     transport: httpx.BaseTransport | None = None,
     on_record: RecordListener | None = None,
+    plan: Iterable[PlannedCall] | None = None,
 ) -> RunSummary:
     """Check the settings, then send the job's plan and write its results.
 
-    Raises `ConfigError` before anything is sent when the key or URL is unusable.
+    `plan` replaces the job's whole plan, for a saved plan or one shard. Raises
+    `ConfigError` before anything is sent when the key or URL is unusable.
     """
     if options.sandbox:
         api_key = SANDBOX_API_KEY
@@ -125,4 +130,4 @@ def execute_job(
     )
     with client, ResultsWriter(options.results) as writer:
         runner = Runner(client, writer, settings, on_record=on_record)
-        return runner.execute(iter_plan(job))
+        return runner.execute(iter_plan(job) if plan is None else plan)
