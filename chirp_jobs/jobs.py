@@ -21,7 +21,7 @@ RUN_METADATA = "chirpJobsRun"
 
 _INTERVAL_UNITS = {"s": 1, "m": 60, "h": 3600}
 _SECRET = re.compile(r"sk_(?:live_app|test_app|admin)_[A-Za-z0-9]")
-_PHONE_PUNCTUATION = re.compile(r"[\s\-().]")
+_PHONE_PUNCTUATION = re.compile(r"[\s\-().\[\]_]")
 
 
 @dataclass(frozen=True)
@@ -196,9 +196,9 @@ def address_problem(address: str, channel: str) -> str | None:
 def _e164_hint(address: str) -> str:
     cleaned = _PHONE_PUNCTUATION.sub("", address)
     if cleaned != address and definition_pattern("e164").fullmatch(cleaned):
-        return f"remove spaces, dashes, dots and brackets: {cleaned!r}"
+        return f"remove spaces, dashes, dots, underscores and brackets: {cleaned!r}"
     if _PHONE_PUNCTUATION.search(address):
-        return "remove spaces, dashes, dots and brackets"
+        return "remove spaces, dashes, dots, underscores and brackets"
     if not address.startswith("+"):
         return "start with + and the country code, as in '+15550100123'"
     digits = address[1:]
@@ -268,6 +268,11 @@ def _value_message(document: Document, path: FieldPath, error: Any) -> str:
     instance = error.instance
     written = _as_written(document, path, instance)
     name = next((part for part in reversed(path) if isinstance(part, str)), "")
+    if keyword == "type" and not path:
+        return (
+            "a job file is a mapping of fields (version, name, calls), "
+            f"not {_kind(instance)}"
+        )
     if keyword == "type":
         return _type_message(name, written, instance, error.validator_value)
     if keyword == "enum":
@@ -298,9 +303,14 @@ def _value_message(document: Document, path: FieldPath, error: Any) -> str:
 def _type_message(name: str, written: str, instance: Any, expected: Any) -> str:
     is_number = isinstance(instance, int | float) and not isinstance(instance, bool)
     if is_number and name in ("from", "to", "address"):
+        if not written.startswith("+"):
+            return (
+                f"{written} was read as a number; quote phone numbers and start "
+                'them with + and the country code, as in "+15550100123"'
+            )
         return (
             f"{written} was read as a number, which loses the leading + and "
-            f'zeros; quote phone numbers: "{written.strip(chr(34))}"'
+            f'zeros; quote phone numbers: "{written}"'
         )
     if expected == "integer" and isinstance(instance, float):
         return f"{written} must be a whole number, such as {int(instance)}"
@@ -311,7 +321,17 @@ def _type_message(name: str, written: str, instance: Any, expected: Any) -> str:
         "array": "a list",
     }
     wanted = expected_words.get(expected, expected)
+    if instance is None:
+        return f"{written} is no value (null); expected {wanted}"
     return f"{written} has the wrong type: expected {wanted}"
+
+
+def _kind(instance: Any) -> str:
+    if isinstance(instance, list):
+        return "a list"
+    if isinstance(instance, str):
+        return "text"
+    return "a single value"
 
 
 def _as_written(document: Document, path: FieldPath, instance: Any) -> str:
@@ -322,6 +342,10 @@ def _as_written(document: Document, path: FieldPath, instance: Any) -> str:
         return repr(instance)
     if isinstance(instance, bool):
         return "true" if instance else "false"
-    if isinstance(instance, dict | list):
-        return "the value"
+    if isinstance(instance, dict):
+        return "a mapping"
+    if isinstance(instance, list):
+        return "a list"
+    if instance is None:
+        return "null"
     return str(instance)
