@@ -60,9 +60,17 @@ class Job:
 def build_job(document: Document) -> Job:
     """Validate a parsed job file and return the job, or raise `JobFileError`."""
     problems = _secret_problems(document)
-    problems += [_schema_problem(document, error) for error in _schema_errors(document)]
-    if problems:
-        raise JobFileError(problems)
+    schema_problems = [
+        _schema_problem(document, error) for error in _schema_errors(document)
+    ]
+    if schema_problems:
+        # The channel rules for addresses need defaults applied, which the schema
+        # cannot express; they are checked anyway so one pass reports everything.
+        reported = {problem.field for problem in schema_problems}
+        addresses = _tolerant_address_problems(document)
+        problems += schema_problems
+        problems += [p for p in addresses if p.field not in reported]
+        raise JobFileError(list(dict.fromkeys(problems)))
     data = document.data
     defaults = data.get("defaults", {})
     calls: list[CallSpec] = []
@@ -80,7 +88,7 @@ def build_job(document: Document) -> Job:
     if not problems:
         problems += _size_problems(document, job)
     if problems:
-        raise JobFileError(problems)
+        raise JobFileError(list(dict.fromkeys(problems)))
     return job
 
 
@@ -116,11 +124,6 @@ def _build_call(
     call: dict[str, Any],
     problems: list[Problem],
 ) -> CallSpec | None:
-    def source(name: str) -> FieldPath:
-        if name in call:
-            return ("calls", index, name)
-        return ("defaults", name)
-
     def value(name: str) -> Any:
         return call.get(name, defaults.get(name))
 
@@ -135,25 +138,14 @@ def _build_call(
             )
     if len(problems) > before:
         return None
+    problems += _call_address_problems(document, index, defaults, call)
+    if len(problems) > before:
+        return None
     from_channel = value("fromChannel") or DEFAULT_CHANNEL
     to_channel = value("toChannel") or DEFAULT_CHANNEL
-    message = address_problem(value("from"), from_channel)
-    if message:
-        problems.append(document.problem(source("from"), message))
     recipients = value("to")
     if not isinstance(recipients, list):
         recipients = [recipients]
-        recipient_paths = [source("to")]
-    else:
-        recipient_paths = [(*source("to"), i) for i in range(len(recipients))]
-    for item, path in zip(recipients, recipient_paths, strict=True):
-        address = item["address"] if isinstance(item, dict) else item
-        message = address_problem(address, to_channel)
-        if message:
-            item_path = (*path, "address") if isinstance(item, dict) else path
-            problems.append(document.problem(item_path, message))
-    if len(problems) > before:
-        return None
     count, interval = _repeat(value("repeat"))
     return CallSpec(
         index=index,
@@ -165,6 +157,62 @@ def _build_call(
         repeat_count=count,
         interval_seconds=interval,
     )
+
+
+def _tolerant_address_problems(document: Document) -> list[Problem]:
+    data = document.data
+    if not isinstance(data, dict) or not isinstance(data.get("calls"), list):
+        return []
+    defaults = data.get("defaults")
+    if not isinstance(defaults, dict):
+        defaults = {}
+    problems = []
+    for index, call in enumerate(data["calls"]):
+        if isinstance(call, dict):
+            problems += _call_address_problems(document, index, defaults, call)
+    return problems
+
+
+def _call_address_problems(
+    document: Document, index: int, defaults: dict[str, Any], call: dict[str, Any]
+) -> list[Problem]:
+    """Check `from` and each `to` of one call against its channels.
+
+    Values of the wrong type or on an unknown channel are skipped: the schema
+    reports those.
+    """
+
+    def source(name: str) -> FieldPath:
+        if name in call:
+            return ("calls", index, name)
+        return ("defaults", name)
+
+    def value(name: str) -> Any:
+        return call.get(name, defaults.get(name))
+
+    from_channel = value("fromChannel") or DEFAULT_CHANNEL
+    to_channel = value("toChannel") or DEFAULT_CHANNEL
+    checks: list[tuple[Any, str, FieldPath]] = [
+        (value("from"), from_channel, source("from"))
+    ]
+    recipients = value("to")
+    if isinstance(recipients, list):
+        items = [(item, (*source("to"), i)) for i, item in enumerate(recipients)]
+    else:
+        items = [(recipients, source("to"))]
+    for item, path in items:
+        if isinstance(item, dict):
+            checks.append((item.get("address"), to_channel, (*path, "address")))
+        else:
+            checks.append((item, to_channel, path))
+    problems = []
+    for address, channel, path in checks:
+        if not isinstance(address, str) or channel not in CHANNELS:
+            continue
+        message = address_problem(address, channel)
+        if message:
+            problems.append(document.problem(path, message))
+    return problems
 
 
 def _repeat(repeat: Any) -> tuple[int, int]:

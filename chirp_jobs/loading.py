@@ -203,7 +203,11 @@ class _YamlBuilder:
             if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
                 self._check_collection_tag(event, path)
                 if len(stack) >= MAX_DEPTH:
-                    self._fail(event, f"nested more than {MAX_DEPTH} levels deep")
+                    self._fail(
+                        event,
+                        f"nested more than {MAX_DEPTH} levels deep; job files need "
+                        "only a few levels",
+                    )
                 container: Any = {} if isinstance(event, yaml.MappingStartEvent) else []
                 stack.append([container, path, None, None, 1, event.anchor, {}])
                 continue
@@ -280,7 +284,7 @@ class _YamlBuilder:
             "tag:yaml.org,2002:map",
             "tag:yaml.org,2002:seq",
         ):
-            self._fail(event, f"unsupported tag {tag}; remove it", path)
+            self._fail(event, _tag_message(tag), path)
 
     def _resolve_alias(self, event: yaml.AliasEvent) -> tuple[Any, int]:
         anchor = self.anchors.get(event.anchor or "")
@@ -291,7 +295,7 @@ class _YamlBuilder:
         if self.alias_nodes > MAX_ALIAS_NODES:
             self._fail(
                 event,
-                f"aliases expand to more than {MAX_ALIAS_NODES} values; "
+                f"aliases expand to more than {MAX_ALIAS_NODES:,} values; "
                 "write the values out or use `defaults`",
             )
         return value, count
@@ -300,7 +304,7 @@ class _YamlBuilder:
         value = event.value
         tag = event.tag
         if tag not in _YAML_STR_TAGS:
-            self._fail(event, f"unsupported tag {tag}; remove it", path)
+            self._fail(event, _tag_message(tag), path)
         # libyaml reports a plain scalar's style as "", the pure-Python parser as None.
         if event.style or tag is not None:
             return value
@@ -330,6 +334,11 @@ class _YamlBuilder:
         line, column = _position(event)
         problem = Problem(self.path, line, column, format_field(path), message)
         raise JobFileError([*self.problems, problem])
+
+
+def _tag_message(tag: str | None) -> str:
+    shown = str(tag).replace("tag:yaml.org,2002:", "!!", 1)
+    return f"unsupported tag {shown}; job files take plain values, so remove the tag"
 
 
 def _position(event: yaml.Event) -> tuple[int, int]:

@@ -124,7 +124,9 @@ def _decode_error(text: str, path: str, message: str) -> JobFileError:
         line, column = _line_column(text, len(text.rstrip("\n")))
     message = _POSITION.sub("", message).strip()
     message = message[0].lower() + message[1:] if message else "invalid TOML"
-    if message.startswith(("cannot overwrite a value", "cannot declare")):
+    if message.startswith(
+        ("cannot overwrite a value", "cannot declare", "duplicate inline table key")
+    ):
         duplicate = _duplicate_problem(text, path, line)
         if duplicate is not None:
             return JobFileError([duplicate])
@@ -290,6 +292,7 @@ class _TomlScanner:
             self._value(field)
 
     def _header(self) -> FieldPath:
+        start = self.position
         is_array = self.text.startswith("[[", self.position)
         self.position += 2 if is_array else 1
         base = self._key()
@@ -298,7 +301,10 @@ class _TomlScanner:
             return _resolve_arrays(base, self.array_counts)
         index = self.array_counts.get(base, 0)
         self.array_counts[base] = index + 1
-        return (*_resolve_arrays(base, self.array_counts), index)
+        array = _resolve_arrays(base, self.array_counts)
+        # The first [[calls]] header stands for the array itself.
+        self.locations.setdefault(array, self._location(start))
+        return (*array, index)
 
     def _define_key(self, field: FieldPath, start: int) -> None:
         where = self._location(start)
