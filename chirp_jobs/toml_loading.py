@@ -28,7 +28,7 @@ from .positions import (
 # Arrays and inline tables nest no deeper than this, and a dotted key or table
 # header has fewer parts. tomllib parses nested arrays recursively (a RecursionError
 # past about 1,000 levels) and spends quadratic time on long dotted keys, so both
-# are checked before tomllib sees the text.
+# are checked before tomllib parses the text.
 MAX_TOML_NESTING = 64
 
 _POSITION = re.compile(r"\s*\((?:at line (\d+), column (\d+)|at end of document)\)")

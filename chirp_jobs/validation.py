@@ -32,8 +32,9 @@ def _capped(problems: list[Problem]) -> list[Problem]:
     ordered = sorted(problems)
     if len(ordered) <= MAX_PROBLEMS_PER_FILE:
         return ordered
-    # The note takes the position of the first problem left out, so it sorts after
-    # the problems shown and points at where the rest begin.
+    # The note takes the position of the first problem left out, so it points at
+    # where the rest begin. NOTE: it sorts after the problems shown unless the
+    # last one shown has the same line and column and a field path.
     first_omitted = ordered[MAX_PROBLEMS_PER_FILE]
     omitted = len(ordered) - MAX_PROBLEMS_PER_FILE
     note = Problem(
