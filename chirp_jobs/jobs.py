@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .api_keys import api_key_problems
 from .errors import JobFileError, Problem
 from .loading import Document, FieldPath
 from .schema import definition_pattern, job_validator, property_limit
@@ -20,7 +21,6 @@ KEY_METADATA = "chirpJobsKey"
 RUN_METADATA = "chirpJobsRun"
 
 _INTERVAL_UNITS = {"s": 1, "m": 60, "h": 3600}
-_SECRET = re.compile(r"sk_(?:live_app|test_app|admin)_[A-Za-z0-9]")
 _PHONE_PUNCTUATION = re.compile(r"[\s\-().\[\]_]")
 
 
@@ -59,10 +59,10 @@ class Job:
 
 def build_job(document: Document) -> Job:
     """Validate a parsed job file and return the job, or raise `JobFileError`."""
-    problems = _secret_problems(document)
-    schema_problems = [
-        _schema_problem(document, error) for error in _schema_errors(document)
-    ]
+    problems = api_key_problems(document.path, document.text)
+    schema_problems = _first_per_field(
+        [_schema_problem(document, error) for error in _schema_errors(document)]
+    )
     if schema_problems:
         # The channel rules for addresses need defaults applied, which the schema
         # cannot express; they are checked anyway so one pass reports everything.
@@ -71,6 +71,7 @@ def build_job(document: Document) -> Job:
         problems += schema_problems
         problems += [p for p in addresses if p.field not in reported]
         raise JobFileError(list(dict.fromkeys(problems)))
+
     data = document.data
     defaults = data.get("defaults", {})
     calls: list[CallSpec] = []
@@ -78,6 +79,7 @@ def build_job(document: Document) -> Job:
         spec = _build_call(document, index, defaults, call, problems)
         if spec is not None:
             calls.append(spec)
+
     job = Job(
         path=document.path,
         name=data["name"],
@@ -92,29 +94,17 @@ def build_job(document: Document) -> Job:
     return job
 
 
+def _first_per_field(problems: list[Problem]) -> list[Problem]:
+    # A value can break several keywords at once (`version = "1"` is neither an
+    # integer nor 1); the first message, usually about its type, is enough.
+    first: dict[str, Problem] = {}
+    for problem in problems:
+        first.setdefault(problem.field, problem)
+    return list(first.values())
+
+
 def _schema_errors(document: Document) -> list[Any]:
     return list(job_validator().iter_errors(document.data))
-
-
-def _secret_problems(document: Document) -> list[Problem]:
-    # The whole text is searched, comments included: a key in a comment of a
-    # checked-in file has leaked all the same. The value is never echoed.
-    problems = []
-    for match in _SECRET.finditer(document.text):
-        line = document.text.count("\n", 0, match.start()) + 1
-        column = match.start() - document.text.rfind("\n", 0, match.start())
-        problems.append(
-            Problem(
-                document.path,
-                line,
-                column,
-                "",
-                "this looks like a Chirp API key; remove it and revoke it: "
-                "chirp-jobs reads the key from the CHIRP_API_KEY environment "
-                "variable, and job files are checked in",
-            )
-        )
-    return problems
 
 
 def _build_call(
@@ -230,10 +220,13 @@ def address_problem(address: str, channel: str) -> str | None:
     if channel == "webrtc":
         if definition_pattern("webrtcIdentifier").fullmatch(address):
             return None
-        return (
+        message = (
             f"{address!r} is not a valid WebRTC identifier: use 1 to 128 letters, "
             "digits and . _ - : @, starting with a letter or digit"
         )
+        if definition_pattern("e164").fullmatch(address):
+            message += "; for a phone number, set the channel to pstn or whatsapp"
+        return message
     if definition_pattern("e164").fullmatch(address):
         return None
     return f"{address!r} is not an E.164 number ({channel} channel): " + _e164_hint(
@@ -245,8 +238,9 @@ def _e164_hint(address: str) -> str:
     cleaned = _PHONE_PUNCTUATION.sub("", address)
     if cleaned != address and definition_pattern("e164").fullmatch(cleaned):
         return f"remove spaces, dashes, dots, underscores and brackets: {cleaned!r}"
-    if _PHONE_PUNCTUATION.search(address):
-        return "remove spaces, dashes, dots, underscores and brackets"
+    if cleaned != address:
+        rest = _e164_hint(cleaned) if cleaned else "write the number"
+        return f"remove spaces, dashes, dots, underscores and brackets, and {rest}"
     if not address.startswith("+"):
         return "start with + and the country code, as in '+15550100123'"
     digits = address[1:]
@@ -322,7 +316,10 @@ def _value_message(document: Document, path: FieldPath, error: Any) -> str:
             f"not {_kind(instance)}"
         )
     if keyword == "type":
-        return _type_message(name, written, instance, error.validator_value)
+        message = _type_message(name, written, instance, error.validator_value)
+        if document.format == "toml" and path == ("calls",):
+            message += "; write [[calls]], with double brackets, above each call"
+        return message
     if keyword == "enum":
         close = difflib.get_close_matches(str(instance), CHANNELS, n=1)
         hint = f"; did you mean `{close[0]}`?" if close else ""

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import yaml
 
+from .api_keys import api_key_problems
 from .errors import JobFileError, Problem
 from .positions import (
     KEY_MARK,
@@ -101,6 +102,14 @@ def load_document(path: Path, display: str | None = None) -> Document:
             "job files end in .yaml, .yml or .toml",
         )
     text = _read_text(path, shown)
+    try:
+        return _parse_document(text, shown, suffix)
+    except JobFileError as error:
+        # A key in a file that does not parse has leaked all the same.
+        raise JobFileError([*error.problems, *api_key_problems(shown, text)]) from None
+
+
+def _parse_document(text: str, shown: str, suffix: str) -> Document:
     if suffix in YAML_SUFFIXES:
         data = _parse_yaml(text, shown)
         if data is None:

@@ -144,6 +144,9 @@ def _decode_hint(text: str, message: str, line: int) -> str:
         if key_line and _is_unquoted_text(key_line.group(2)):
             key, value = key_line.groups()
             return f'; strings need quotes: {key} = "{value}"'
+        if key_line and "," in key_line.group(2):
+            key, value = key_line.groups()
+            return f"; put a list in brackets: {key} = [{value}]"
         return "; write one key = value per line, and quote text"
     if message.startswith("illegal character '\\n'") or message.startswith(
         ("unterminated string", 'expected "')

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from .api_keys import redact_api_keys
 from .errors import JobFileError, Problem
 from .jobs import Job, build_job
 from .loading import JOB_FILE_SUFFIXES, Document, format_field, load_document
@@ -22,7 +23,7 @@ def load_job(path: Path, display: str | None = None) -> Job:
         job = build_job(document)
         duplicates = _duplicate_problems(document, job)
     except JobFileError as error:
-        raise JobFileError(_capped(error.problems)) from None
+        raise JobFileError(redact_api_keys(_capped(error.problems))) from None
     if duplicates:
         raise JobFileError(_capped(duplicates))
     return job
