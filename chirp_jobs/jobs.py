@@ -60,6 +60,7 @@ class Job:
 def build_job(document: Document) -> Job:
     """Validate a parsed job file and return the job, or raise `JobFileError`."""
     problems = api_key_problems(document.path, document.text)
+    problems += _plus_number_problems(document)
     schema_problems = _first_per_field(
         [_schema_problem(document, error) for error in _schema_errors(document)]
     )
@@ -92,6 +93,24 @@ def build_job(document: Document) -> Job:
     if problems:
         raise JobFileError(list(dict.fromkeys(problems)))
     return job
+
+
+def _plus_number_problems(document: Document) -> list[Problem]:
+    # Metadata is sent as written, so `+15550100123` there would arrive as the
+    # number 15550100123. Other fields are checked by the schema.
+    problems = []
+    for path in document.plus_numbers:
+        if "metadata" not in path:
+            continue
+        written = document.locate(path).text
+        problems.append(
+            document.problem(
+                path,
+                f"{written} was read as a number, which drops the +; quote it to "
+                f'send it as written: "{written}"',
+            )
+        )
+    return problems
 
 
 def _first_per_field(problems: list[Problem]) -> list[Problem]:

@@ -28,7 +28,12 @@ from .positions import (
     format_field,
     nearest_location,
 )
-from .toml_loading import long_integer_message, parse_toml, toml_locations
+from .toml_loading import (
+    long_integer_message,
+    parse_toml,
+    toml_locations,
+    toml_plus_numbers,
+)
 
 __all__ = ["Document", "FieldPath", "Location", "format_field", "load_document"]
 
@@ -71,6 +76,8 @@ class Document:
     data: Any
     text: str
     format: str
+    # Integers written with a leading +, which the number loses (`+15550100123`).
+    plus_numbers: list[FieldPath] = field(default_factory=list)
     _locations: dict[FieldPath, Location] | None = field(default=None, repr=False)
 
     def locate(self, path: FieldPath) -> Location:
@@ -111,14 +118,14 @@ def load_document(path: Path, display: str | None = None) -> Document:
 
 def _parse_document(text: str, shown: str, suffix: str) -> Document:
     if suffix in YAML_SUFFIXES:
-        data = _parse_yaml(text, shown)
+        data, plus_numbers = _parse_yaml(text, shown)
         if data is None:
             raise _file_error(shown, _EMPTY_FILE, 1, 1)
-        return Document(shown, data, text, "yaml")
+        return Document(shown, data, text, "yaml", plus_numbers)
     data = parse_toml(text, shown)
     if not data:
         raise _file_error(shown, _EMPTY_FILE, 1, 1)
-    return Document(shown, data, text, "toml")
+    return Document(shown, data, text, "toml", toml_plus_numbers(text))
 
 
 def _file_error(
@@ -171,6 +178,7 @@ class _YamlBuilder:
         self.problems: list[Problem] = []
         self.anchors: dict[str, tuple[Any, int]] = {}
         self.alias_nodes = 0
+        self.plus_numbers: list[FieldPath] = []
 
     def build(self, events: Iterator[yaml.Event]) -> Any:
         # Each frame: [container, field path, pending key, key mark, node count,
@@ -326,6 +334,8 @@ class _YamlBuilder:
         if value in _YAML_FALSE:
             return False
         if _YAML_INT.fullmatch(value):
+            if value.startswith("+"):
+                self.plus_numbers.append(path)
             try:
                 return int(value)
             except ValueError:
@@ -399,12 +409,12 @@ def _yaml_hint(text: str, error: yaml.MarkedYAMLError) -> str:
     return ""
 
 
-def _parse_yaml(text: str, path: str) -> Any:
+def _parse_yaml(text: str, path: str) -> tuple[Any, list[FieldPath]]:
     builder = _YamlBuilder(path, None)
     data = builder.build(_yaml_events(text, path))
     if builder.problems:
         raise JobFileError(builder.problems)
-    return data
+    return data, builder.plus_numbers
 
 
 def _yaml_locations(text: str) -> dict[FieldPath, Location]:

@@ -46,6 +46,9 @@ _KEY_LINE = re.compile(r"^\s*([A-Za-z0-9_.\"' -]+?)\s*=\s*([^#]*?)\s*(?:#.*)?$")
 _UNQUOTED_TEXT = re.compile(r"[A-Za-z0-9_+][^\"'\[{]*")
 _TOML_WORDS = frozenset(["true", "false", "inf", "nan", "+inf", "-inf", "+nan", "-nan"])
 _LONG_INTEGER = re.compile(r"[-+]?[0-9][0-9_]*")
+# A value that may be an integer written with a leading +. Matches inside strings
+# too, which the scanner then rules out.
+_MAYBE_PLUS_NUMBER = re.compile(r"(?:^|[=\[,{])[ \t]*\+[0-9]", re.MULTILINE)
 
 
 def parse_toml(text: str, path: str) -> Any:
@@ -66,6 +69,19 @@ def parse_toml(text: str, path: str) -> Any:
             [_problem(path, locations, field, message) for field, message in problems]
         )
     return data
+
+
+def toml_plus_numbers(text: str) -> list[FieldPath]:
+    """Return the paths of integers written with a leading +, in file order."""
+    if _MAYBE_PLUS_NUMBER.search(text) is None:
+        return []
+    return [
+        field
+        for field, where in toml_locations(text).items()
+        if where.text
+        and where.text.startswith("+")
+        and _LONG_INTEGER.fullmatch(where.text)
+    ]
 
 
 def _problem(
