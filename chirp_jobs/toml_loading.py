@@ -220,7 +220,8 @@ def _duplicate_problem(text: str, path: str, line: int) -> Problem | None:
             continue
         if where.line != line:
             continue
-        name = f"table `[{format_field(field)}]`" if is_table else f"key `{field[-1]}`"
+        header = ".".join(part for part in field if isinstance(part, str))
+        name = f"table `[{header}]`" if is_table else f"key `{field[-1]}`"
         return Problem(
             path,
             where.line,
