@@ -115,10 +115,16 @@ def validate(paths: tuple[Path, ...]) -> None:
     if problems:
         files = len({problem.path for problem in problems})
         click.echo(
-            f"{len(problems)} problems in {files} of {count} job files", err=True
+            f"{_count(len(problems), 'problem')} in {files} of "
+            f"{_count(count, 'job file')}",
+            err=True,
         )
         sys.exit(EXIT_INVALID)
-    click.echo(f"{count} job files valid")
+    click.echo(f"{_count(count, 'job file')} valid")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}" if number == 1 else f"{number:,} {noun}s"
 
 
 def _format_option(json_help: str) -> Callable[[F], F]:

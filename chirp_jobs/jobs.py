@@ -21,6 +21,7 @@ KEY_METADATA = "chirpJobsKey"
 RUN_METADATA = "chirpJobsRun"
 
 _INTERVAL_UNITS = {"s": 1, "m": 60, "h": 3600}
+_REQUIRED_MESSAGE = re.compile(r"'(.+)' is a required property")
 _PHONE_PUNCTUATION = re.compile(r"[\s\-().\[\]_]")
 
 
@@ -257,6 +258,11 @@ def address_problem(address: str, channel: str) -> str | None:
 
 
 def _e164_hint(address: str) -> str:
+    if not address.startswith("+") and any(char.isalpha() for char in address):
+        return (
+            "phone numbers contain digits only; if this is a WebRTC identity, set "
+            "the channel (fromChannel or toChannel) to webrtc"
+        )
     cleaned = _PHONE_PUNCTUATION.sub("", address)
     if cleaned != address and definition_pattern("e164").fullmatch(cleaned):
         return f"remove spaces, dashes, dots, underscores and brackets: {cleaned!r}"
@@ -314,8 +320,12 @@ def _schema_problem(document: Document, error: Any) -> Problem:
             at_key=True,
         )
     if keyword == "required":
+        # jsonschema reports each missing property as its own error, naming it only
+        # in the message.
+        named = _REQUIRED_MESSAGE.fullmatch(str(error.message))
         missing = [name for name in error.validator_value if name not in instance]
-        return document.problem(path, f"missing required field `{missing[0]}`")
+        field = named.group(1) if named else missing[0]
+        return document.problem((*path, field), f"missing required field `{field}`")
     return document.problem(path, _value_message(document, path, error))
 
 
@@ -379,6 +389,8 @@ def _type_message(name: str, written: str, instance: Any, expected: Any) -> str:
             f"{written} was read as a number, which loses the leading + and "
             f'zeros; quote phone numbers: "{written}"'
         )
+    if is_number and name == "interval":
+        return f'{written} needs a unit: write "{written}s", or use m or h'
     if expected == "integer" and isinstance(instance, float):
         return f"{written} must be a whole number, such as {int(instance)}"
     expected_words = {

@@ -285,3 +285,11 @@ def test_script_run_failed_call_exit_1(
         "phone_number_not_assigned",
         "phone_number_not_assigned",
     ]
+
+
+def test_validate_missing_file_has_no_position(cli: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    result = cli.invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}: file not found\n" in result.output
+    assert "1 problem in 1 of 1 job file" in result.output

@@ -83,7 +83,7 @@ def test_file_size_cap(cli: CliRunner, tmp_path: Path) -> None:
     exit_code, output = _validate(cli, path)
     assert exit_code == 2
     assert output.splitlines()[0] == (
-        f"{path}:0:0: file is larger than 16 MiB; split it into several jobs"
+        f"{path}: file is larger than 16 MiB; split it into several jobs"
     )
 
 
