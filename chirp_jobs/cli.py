@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,10 +14,12 @@ import click
 from . import __version__
 from .errors import EXIT_INVALID, EXIT_OK, ChirpJobsError
 from .planning import iter_plan
-from .reporting import iter_plan_table, plan_json_line
+from .reporting import iter_plan_json, iter_plan_table
 from .validation import load_job, validate_paths
 
 F = TypeVar("F", bound=Callable[..., Any])
+# Lines written to stdout per write by `plan --format json`.
+_ECHO_BATCH = 1000
 
 _job_argument = click.argument(
     "job", type=click.Path(path_type=Path, dir_okay=False), metavar="JOB"
@@ -102,13 +104,25 @@ def plan(job: Path, output_format: str) -> None:
     """Show the exact requests a run of JOB would send. Sends nothing."""
     loaded = load_job(job)
     if output_format == "json":
-        for planned in iter_plan(loaded):
-            click.echo(plan_json_line(planned))
+        _echo_lines(iter_plan_json(iter_plan(loaded)))
         return
     for line in iter_plan_table(iter_plan(loaded)):
         click.echo(line)
     click.echo(_plan_total(loaded.planned_count, len(loaded.calls)))
     click.echo("Dry run: nothing was sent.")
+
+
+def _echo_lines(lines: Iterable[str]) -> None:
+    # One echo per batch: click.echo costs about 20 µs a call, more than encoding
+    # a planned call does.
+    batch: list[str] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) == _ECHO_BATCH:
+            click.echo("\n".join(batch))
+            batch.clear()
+    if batch:
+        click.echo("\n".join(batch))
 
 
 def _plan_total(planned: int, calls: int) -> str:
