@@ -1,8 +1,11 @@
-"""The `chirp-jobs` command line. The only module that imports click or exits."""
+"""The `chirp-jobs` command line. The only module that imports click or exits.
+
+Each command imports the modules it needs when it runs, so `--help` and `validate`
+do not pay for httpx, the planner or the runner.
+"""
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -13,9 +16,6 @@ import click
 
 from . import __version__
 from .errors import EXIT_INVALID, EXIT_OK, ChirpJobsError
-from .planning import iter_plan
-from .reporting import iter_plan_json, iter_plan_table
-from .validation import load_job, validate_paths
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Lines written to stdout per write by `plan --format json`.
@@ -55,6 +55,8 @@ def _error_text(error: ChirpJobsError) -> str:
 )
 def main(verbose: bool) -> None:
     """Validate, plan and place the calls described in job files."""
+    import logging
+
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         stream=sys.stderr,
@@ -74,6 +76,8 @@ def validate(paths: tuple[Path, ...]) -> None:
     Prints each problem as path:line:column: field: message. Exits 0 when every
     file is valid and 2 otherwise.
     """
+    from .validation import validate_paths
+
     count, problems = validate_paths(paths)
     for problem in problems:
         click.echo(str(problem))
@@ -102,6 +106,10 @@ def validate(paths: tuple[Path, ...]) -> None:
 @_reports_errors
 def plan(job: Path, output_format: str) -> None:
     """Show the exact requests a run of JOB would send. Sends nothing."""
+    from .planning import iter_plan
+    from .reporting import iter_plan_json, iter_plan_table
+    from .validation import load_job
+
     loaded = load_job(job)
     if output_format == "json":
         _echo_lines(iter_plan_json(iter_plan(loaded)))
@@ -190,7 +198,10 @@ def run(
 
     The API key is read from the CHIRP_API_KEY environment variable only.
     """
+    from .planning import iter_plan
+    from .reporting import iter_plan_table
     from .run import RunOptions, execute_job, new_run_id, results_path
+    from .validation import load_job
 
     loaded = load_job(job)
     run_id = new_run_id()
