@@ -34,7 +34,10 @@ def tool(name: str) -> str:
         return str(found)
     on_path = shutil.which(name)
     if on_path is None:
-        sys.exit(f"error: {name} not found; install the bench extra: pip install -e '.[bench]'")
+        sys.exit(
+            f"error: {name} not found; install the bench extra: "
+            "pip install -e '.[bench]'"
+        )
     return on_path
 
 
@@ -46,9 +49,7 @@ def run_timed(
 ) -> tuple[float, int, int]:
     """Run `command`; return its wall time in seconds, peak RSS in KiB and exit code."""
     started = time.perf_counter()
-    process = subprocess.Popen(
-        command, stdout=stdout, stderr=subprocess.PIPE, env=env
-    )
+    process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE, env=env)
     deadline = started + COMMAND_TIMEOUT_SECONDS
     while True:
         pid, status, usage = os.wait4(process.pid, os.WNOHANG)

@@ -66,10 +66,17 @@ def main() -> None:
         ]
         baseline_seconds = median_time(lambda: run_timed(baseline)[0], args.repeats)
         ratio = chirp_seconds / baseline_seconds
-        print(f"planned calls: {planned:,} ({args.recipients:,} recipients x {args.repeat})")
+        print(
+            f"planned calls: {planned:,} "
+            f"({args.recipients:,} recipients x {args.repeat})"
+        )
         print(f"chirp-jobs plan --format json: {chirp_seconds:.2f} s")
         print(f"json.dumps loop:               {baseline_seconds:.2f} s")
-        print(ratio_line("time over the json.dumps loop", ratio, f"<= {TARGET}", ratio <= TARGET))
+        print(
+            ratio_line(
+                "time over the json.dumps loop", ratio, f"<= {TARGET}", ratio <= TARGET
+            )
+        )
 
         print(f"peak RSS with {args.rss_recipients:,} recipients:")
         for repeat in (int(text) for text in args.rss_repeats.split(",")):

@@ -39,7 +39,8 @@ def compare(
     baseline_seconds = median_seconds(baseline, repeats)
     ratio = ours_seconds / baseline_seconds
     print(
-        f"{name}: {ours_seconds * 1000:.0f} ms, baseline {baseline_seconds * 1000:.0f} ms"
+        f"{name}: {ours_seconds * 1000:.0f} ms, "
+        f"baseline {baseline_seconds * 1000:.0f} ms"
     )
     print(
         ratio_line(

@@ -63,7 +63,11 @@ def main() -> None:
     print(f"files: {args.files} of {args.calls} call entries")
     print(f"chirp-jobs validate: {chirp_seconds:.3f} s")
     print(f"check-jsonschema:    {check_seconds:.3f} s")
-    print(ratio_line("speed-up over check-jsonschema", ratio, f">= {TARGET}", ratio >= TARGET))
+    print(
+        ratio_line(
+            "speed-up over check-jsonschema", ratio, f">= {TARGET}", ratio >= TARGET
+        )
+    )
 
 
 if __name__ == "__main__":
