@@ -1,10 +1,11 @@
 """Run calls against the sandbox served on loopback, with no rate limit enforced.
 
-`chirp-jobs run` (durable results file on) is compared in the same run with two
-baselines sending the same bodies to the same server: a bare `httpx.AsyncClient`
-loop at the same concurrency with no results file (target: at least its requests
-per second), and a shell loop of one `curl` per call (target: at least 10 times).
-Each client runs as a process of its own; the sandbox runs as `chirp-jobs sandbox`.
+`chirp-jobs run`, with its results file, is compared with two baselines measured in
+the same run, which send the same bodies to the same server. The first is a bare
+`httpx.AsyncClient` loop at the same concurrency with no results file (target: at
+least its requests per second). The second is a shell loop of one `curl` per call
+(target: at least 10 times its requests per second). Each client runs as a process
+of its own, and the sandbox runs as `chirp-jobs sandbox`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from _common import (
 
 HTTPX_TARGET = 1.0
 CURL_TARGET = 10.0
-# The bodies the plan sends: the same from, to and metadata, keys included.
+# Bodies of the same shape as the plan's: from, to, channels and metadata with a
+# plan key and a run id.
 HTTPX_LOOP = """
 import asyncio, sys, httpx
 base_url, key = sys.argv[1], sys.argv[2]
