@@ -1,4 +1,8 @@
-"""The `chirp-jobs` command line. The only module that imports click or exits."""
+"""The `chirp-jobs` command line. The only module that imports click or exits.
+
+Each command imports the modules it needs when it runs, so `--help` and `validate`
+do not pay for httpx, the planner or the runner.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,6 @@ import click
 
 from . import __version__
 from .errors import EXIT_INVALID, EXIT_OK, ChirpJobsError
-from .jobs import Job
 from .logs import (
     LOG_FORMATS,
     NORMAL,
@@ -22,20 +25,18 @@ from .logs import (
     configure_logging,
     redact,
 )
-from .plan_sources import PlanSource, open_plan_source
-from .planning import PlannedCall, iter_plan
-from .progress import RunWatcher
-from .reporting import PlanTotals, iter_plan_table, plan_json_line
-from .runner import RunSummary
-from .saved_plans import write_plan
-from .settings import resolve_results_template, resolve_setting
-from .sharding import Shard, check_unsharded, parse_shard, select_shard
-from .validation import load_job, validate_paths
 
 if TYPE_CHECKING:
+    from .jobs import Job
+    from .plan_sources import PlanSource
+    from .planning import PlannedCall
     from .run import RunOptions
+    from .runner import RunSummary
+    from .sharding import Shard
 
 F = TypeVar("F", bound=Callable[..., Any])
+# Lines written to stdout per write by `plan` and `run`.
+_ECHO_BATCH = 1000
 
 _job_argument = click.argument(
     "job", type=click.Path(path_type=Path, dir_okay=False), metavar="JOB"
@@ -106,6 +107,8 @@ def validate(paths: tuple[Path, ...]) -> None:
     Prints each problem as path:line:column: field: message. Exits 0 when every
     file is valid and 2 otherwise.
     """
+    from .validation import validate_paths
+
     count, problems = validate_paths(paths)
     for problem in problems:
         click.echo(str(problem))
@@ -166,14 +169,19 @@ def plan(
     job: Path, output_format: str, output: Path | None, shard_text: str | None
 ) -> None:
     """Show the exact requests a run of JOB would send. Sends nothing."""
+    from .planning import iter_plan
+    from .reporting import iter_plan_json
+    from .saved_plans import write_plan
+    from .sharding import parse_shard, select_shard
+    from .validation import load_job
+
     shard = parse_shard(shard_text) if shard_text else None
     loaded = load_job(job)
     if output is not None:
         write_plan(job, output, loaded, shard)
     planned = select_shard(iter_plan(loaded), shard)
     if output_format == "json":
-        for item in planned:
-            click.echo(plan_json_line(item))
+        _echo_lines(iter_plan_json(planned))
         return
     _echo_plan(loaded, planned, shard)
     if output is not None:
@@ -182,9 +190,10 @@ def plan(
 
 
 def _echo_plan(job: Job, planned: Iterable[PlannedCall], shard: Shard | None) -> None:
+    from .reporting import PlanTotals, iter_plan_table
+
     totals = PlanTotals()
-    for line in iter_plan_table(totals.counted(planned)):
-        click.echo(line)
+    _echo_lines(iter_plan_table(totals.counted(planned)))
     if shard is None:
         click.echo(_plan_total(totals.calls, len(job.calls)))
     else:
@@ -194,6 +203,19 @@ def _echo_plan(job: Job, planned: Iterable[PlannedCall], shard: Shard | None) ->
         )
     for line in totals.lines():
         click.echo(line)
+
+
+def _echo_lines(lines: Iterable[str]) -> None:
+    # One echo per batch of lines, because each click.echo call checks the stream
+    # and flushes it, which cost more than encoding a planned call.
+    batch: list[str] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) == _ECHO_BATCH:
+            click.echo("\n".join(batch))
+            batch.clear()
+    if batch:
+        click.echo("\n".join(batch))
 
 
 def _plan_total(planned: int, calls: int) -> str:
@@ -276,7 +298,10 @@ def run(
     reports failures on stderr with a non-zero exit. The API key is read from
     the CHIRP_API_KEY environment variable only.
     """
+    from .plan_sources import open_plan_source
+    from .progress import RunWatcher
     from .run import execute_job
+    from .sharding import check_unsharded, parse_shard
 
     shard = parse_shard(shard_text) if shard_text else None
     source = open_plan_source(job, shard)
@@ -311,6 +336,7 @@ def _run_options(
     concurrency: int | None,
 ) -> RunOptions:
     from .run import RunOptions, new_run_id, results_path
+    from .settings import resolve_results_template, resolve_setting
 
     job = source.job
     run_id = new_run_id()
