@@ -1,11 +1,15 @@
-"""The `chirp-jobs` command line. The only module that imports click or exits."""
+"""The `chirp-jobs` command line. The only module that imports click or exits.
+
+Each command imports the modules it needs when it runs, so `--help` and `validate`
+do not pay for httpx, the planner or the runner.
+"""
 
 from __future__ import annotations
 
-import logging
+import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -13,14 +17,26 @@ import click
 
 from . import __version__
 from .errors import EXIT_INVALID, EXIT_OK, ChirpJobsError
-from .planning import iter_plan
-from .reporting import iter_plan_table, plan_json_line
-from .validation import load_job, validate_paths
+from .logs import (
+    LOG_FORMATS,
+    NORMAL,
+    QUIET,
+    add_secret,
+    configure_logging,
+    redact,
+)
 
 if TYPE_CHECKING:
+    from .jobs import Job
+    from .plan_sources import PlanSource
+    from .planning import PlannedCall
+    from .run import RunOptions
     from .runner import RunSummary
+    from .sharding import Shard
 
 F = TypeVar("F", bound=Callable[..., Any])
+# Lines written to stdout per write by `plan` and `run`.
+_ECHO_BATCH = 1000
 
 _job_argument = click.argument(
     "job", type=click.Path(path_type=Path, dir_okay=False), metavar="JOB"
@@ -43,7 +59,7 @@ def _reports_errors(command: F) -> F:
 
 
 def _error_text(error: ChirpJobsError) -> str:
-    text = str(error)
+    text = redact(str(error))
     if "\n" in text or text.startswith(("/", ".")) or ":" in text.split(" ", 1)[0]:
         return text
     return f"error: {text}"
@@ -52,17 +68,33 @@ def _error_text(error: ChirpJobsError) -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="chirp-jobs")
 @click.option(
-    "-v", "--verbose", is_flag=True, help="Log each API request (INFO) to stderr."
+    "-v",
+    "--verbose",
+    count=True,
+    help="Log each API request (INFO) to stderr; -vv adds debug output.",
 )
-def main(verbose: bool) -> None:
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Log errors only, and print nothing on stdout unless asked.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    envvar="CHIRP_LOG_FORMAT",
+    show_default=True,
+    help="text for people; json prints one JSON object per log line "
+    "(env CHIRP_LOG_FORMAT).",
+)
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool, log_format: str) -> None:
     """Validate, plan and place the calls described in job files."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        stream=sys.stderr,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    # httpx logs every request at INFO with the full URL; chirp-jobs logs its own.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    verbosity = QUIET if quiet else NORMAL + verbose
+    configure_logging(verbosity, log_format)
+    add_secret(os.environ.get("CHIRP_API_KEY", ""))
+    ctx.obj = {"quiet": quiet}
 
 
 @main.command()
@@ -75,6 +107,8 @@ def validate(paths: tuple[Path, ...]) -> None:
     Prints each problem as path:line:column: field: message. Exits 0 when every
     file is valid and 2 otherwise.
     """
+    from .validation import validate_paths
+
     count, problems = validate_paths(paths)
     for problem in problems:
         click.echo(str(problem))
@@ -84,34 +118,104 @@ def validate(paths: tuple[Path, ...]) -> None:
     if problems:
         files = len({problem.path for problem in problems})
         click.echo(
-            f"{len(problems)} problems in {files} of {count} job files", err=True
+            f"{_count(len(problems), 'problem')} in {files} of "
+            f"{_count(count, 'job file')}",
+            err=True,
         )
         sys.exit(EXIT_INVALID)
-    click.echo(f"{count} job files valid")
+    click.echo(f"{_count(count, 'job file')} valid")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}" if number == 1 else f"{number:,} {noun}s"
+
+
+def _format_option(json_help: str) -> Callable[[F], F]:
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+        help=f"table for people; {json_help}",
+    )
+
+
+_shard_option = click.option(
+    "--shard",
+    "shard_text",
+    envvar="CHIRP_SHARD",
+    metavar="I/N",
+    help="Only part I of N (0-based) of the plan, split by key; auto/N takes I "
+    "from JOB_COMPLETION_INDEX (env CHIRP_SHARD).",
+)
 
 
 @main.command()
 @_job_argument
+@_format_option("json prints one JSON object per planned call.")
 @click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="table for people; json prints one JSON object per planned call.",
+    "-o",
+    "--output",
+    "output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="PLAN.json",
+    help="Also save the plan, with a fingerprint of its inputs, for "
+    "`chirp-jobs run PLAN.json`.",
 )
+@_shard_option
 @_reports_errors
-def plan(job: Path, output_format: str) -> None:
+def plan(
+    job: Path, output_format: str, output: Path | None, shard_text: str | None
+) -> None:
     """Show the exact requests a run of JOB would send. Sends nothing."""
+    from .planning import iter_plan
+    from .reporting import iter_plan_json
+    from .saved_plans import write_plan
+    from .sharding import parse_shard, select_shard
+    from .validation import load_job
+
+    shard = parse_shard(shard_text) if shard_text else None
     loaded = load_job(job)
+    if output is not None:
+        write_plan(job, output, loaded, shard)
+    planned = select_shard(iter_plan(loaded), shard)
     if output_format == "json":
-        for planned in iter_plan(loaded):
-            click.echo(plan_json_line(planned))
+        _echo_lines(iter_plan_json(planned))
         return
-    for line in iter_plan_table(iter_plan(loaded)):
-        click.echo(line)
-    click.echo(_plan_total(loaded.planned_count, len(loaded.calls)))
+    _echo_plan(loaded, planned, shard)
+    if output is not None:
+        click.echo(f"Plan saved to {output}; run it with `chirp-jobs run {output}`.")
     click.echo("Dry run: nothing was sent.")
+
+
+def _echo_plan(job: Job, planned: Iterable[PlannedCall], shard: Shard | None) -> None:
+    from .reporting import PlanTotals, iter_plan_table
+
+    totals = PlanTotals()
+    _echo_lines(iter_plan_table(totals.counted(planned)))
+    if shard is None:
+        click.echo(_plan_total(totals.calls, len(job.calls)))
+    else:
+        click.echo(
+            f"{totals.calls:,} planned calls in shard {shard} "
+            f"of {job.planned_count:,} in the job"
+        )
+    for line in totals.lines():
+        click.echo(line)
+
+
+def _echo_lines(lines: Iterable[str]) -> None:
+    # One echo per batch of lines, because each click.echo call checks the stream
+    # and flushes it, which cost more than encoding a planned call.
+    batch: list[str] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) == _ECHO_BATCH:
+            click.echo("\n".join(batch))
+            batch.clear()
+    if batch:
+        click.echo("\n".join(batch))
 
 
 def _plan_total(planned: int, calls: int) -> str:
@@ -121,14 +225,16 @@ def _plan_total(planned: int, calls: int) -> str:
 
 
 @main.command()
-@_job_argument
+@click.argument(
+    "job", type=click.Path(path_type=Path, dir_okay=False), metavar="JOB|PLAN.json"
+)
 @click.option(
     "--results",
     "results_template",
-    default="chirp-results/{job}.jsonl",
-    show_default=True,
-    help="Results file (JSON lines, appended). {job}, {date}, {time} and {run} are "
-    "replaced by the job name, the local date and time, and the run id.",
+    envvar="CHIRP_RESULTS",
+    help="Results file (JSON lines, appended; env CHIRP_RESULTS; default "
+    "chirp-results/{job}.jsonl). {job}, {date}, {time}, {run} and {shard} are "
+    "replaced by the job name, the local date and time, the run id and the shard.",
 )
 @click.option(
     "--sandbox",
@@ -145,24 +251,22 @@ def _plan_total(planned: int, calls: int) -> str:
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0.1),
-    default=10.0,
-    show_default=True,
-    help="Timeout of each request, in seconds.",
+    envvar="CHIRP_TIMEOUT",
+    help="Timeout of each request, in seconds (env CHIRP_TIMEOUT; default 10).",
 )
 @click.option(
     "--rate",
     type=click.FloatRange(min=0.01),
-    default=2.0,
-    show_default=True,
-    help="Requests started per second, at most.",
+    envvar="CHIRP_RATE",
+    help="Requests started per second, at most (env CHIRP_RATE; default 2).",
 )
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1, max=64),
-    default=4,
-    show_default=True,
-    help="Requests in flight at once, at most.",
+    envvar="CHIRP_CONCURRENCY",
+    help="Requests in flight at once, at most (env CHIRP_CONCURRENCY; default 4).",
 )
+@_shard_option
 @click.option(
     "--run-id",
     "run_id_template",
@@ -214,16 +318,27 @@ def _plan_total(planned: int, calls: int) -> str:
     help="Seconds to wait for requests in flight after Ctrl-C or SIGTERM. "
     "Default: --timeout plus 2.",
 )
-@click.option("-q", "--quiet", is_flag=True, help="Print no plan and no summary.")
+@click.option(
+    "-q", "--quiet", is_flag=True, help="Print no plan, summary or progress bar."
+)
+@click.option(
+    "--print",
+    "print_always",
+    is_flag=True,
+    help="Print the plan and the summary even when stdout is not a terminal.",
+)
+@click.pass_context
 @_reports_errors
 def run(
+    ctx: click.Context,
     job: Path,
-    results_template: str,
+    results_template: str | None,
     sandbox: bool,
     base_url: str,
-    timeout: float,
-    rate: float,
-    concurrency: int,
+    timeout: float | None,
+    rate: float | None,
+    concurrency: int | None,
+    shard_text: str | None,
     run_id_template: str | None,
     retry_failed: bool,
     max_attempts: int,
@@ -232,32 +347,38 @@ def run(
     fsync: bool,
     drain_timeout: float | None,
     quiet: bool,
+    print_always: bool,
 ) -> None:
-    """Place the calls of JOB and append each outcome to the results file.
+    """Place the calls of JOB, or of a saved plan, and record each outcome.
 
-    The API key is read from the CHIRP_API_KEY environment variable only.
-    Ctrl-C or SIGTERM stops sending, waits for requests in flight and exits
-    130 or 143; run again with the same --run-id to finish.
+    On a terminal it prints the plan, a progress bar and a summary. Otherwise,
+    as under cron, it prints nothing on success unless --print is given, and
+    reports failures on stderr with a non-zero exit. The API key is read from
+    the CHIRP_API_KEY environment variable only. Ctrl-C or SIGTERM stops
+    sending, waits for requests in flight and exits 130 or 143; run again with
+    the same --run-id to finish.
     """
-    from .run import (
-        RunOptions,
-        check_retry_statuses,
-        execute_job,
-        expand_run_id,
-        results_path,
-    )
+    from .plan_sources import open_plan_source
+    from .progress import RunWatcher
+    from .run import check_retry_statuses, execute_job
+    from .sharding import check_unsharded, parse_shard
 
-    loaded = load_job(job)
-    run_id = expand_run_id(run_id_template, loaded)
-    options = RunOptions(
-        results=results_path(results_template, loaded, run_id),
-        base_url=base_url,
-        api_key=os.environ.get("CHIRP_API_KEY"),
-        sandbox=sandbox,
-        timeout=timeout,
-        rate=rate,
-        concurrency=concurrency,
-        run_id=run_id,
+    shard = parse_shard(shard_text) if shard_text else None
+    source = open_plan_source(job, shard)
+    if source.shard is None:
+        check_unsharded()
+    options = _run_options(
+        source,
+        results_template,
+        base_url,
+        sandbox,
+        timeout,
+        rate,
+        concurrency,
+        run_id_template,
+    )
+    options = _with_reliability(
+        options,
         retry_failed=retry_failed,
         max_attempts=max_attempts,
         retry_budget=retry_budget,
@@ -265,48 +386,190 @@ def run(
         fsync=fsync,
         drain_seconds=drain_timeout,
     )
-    if not quiet:
-        for line in iter_plan_table(iter_plan(loaded)):
-            click.echo(line)
-        click.echo(_plan_total(loaded.planned_count, len(loaded.calls)))
+    silent = quiet or ctx.obj["quiet"]
+    show = not silent and (print_always or _is_terminal(sys.stdout))
+    if show:
+        _echo_plan(source.job, source.calls(), source.shard)
         click.echo(_target_line(options.sandbox, base_url))
-    summary = execute_job(loaded, options)
-    if not quiet:
-        click.echo(
-            f"{summary.created} created, {summary.failed} failed, "
-            f"{summary.unknown} unknown of {loaded.planned_count} planned calls "
-            f"in run {run_id}; results in {options.results}"
-            + (" (sandbox: no real calls were placed)" if sandbox else "")
+    watcher = RunWatcher.for_stream(source.count, sys.stderr, enabled=not silent)
+    try:
+        summary = execute_job(
+            source.job, options, on_record=watcher, plan=source.calls()
         )
-        if summary.earlier:
-            click.echo(
-                f"{summary.earlier} of them had an outcome from an earlier "
-                "invocation of this run and were not sent again"
-            )
-    _warn_unfinished(summary, loaded.planned_count, run_id)
+    finally:
+        watcher.close()
+    _echo_summary(summary, options, show)
+    _warn_stopped(summary, source.count(), options.run_id)
     sys.exit(summary.exit_code)
 
 
-def _warn_unfinished(summary: RunSummary, planned: int, run_id: str) -> None:
+def _run_options(
+    source: PlanSource,
+    results_template: str | None,
+    base_url: str,
+    sandbox: bool,
+    timeout: float | None,
+    rate: float | None,
+    concurrency: int | None,
+    run_id_template: str | None,
+) -> RunOptions:
+    from .run import RunOptions, expand_run_id, results_path
+    from .settings import resolve_results_template, resolve_setting
+
+    job = source.job
+    run_id = expand_run_id(run_id_template, job)
+    template = resolve_results_template(
+        results_template, job, source.job_path, source.shard
+    )
+    return RunOptions(
+        results=results_path(template, job, run_id),
+        base_url=base_url,
+        api_key=os.environ.get("CHIRP_API_KEY"),
+        sandbox=sandbox,
+        timeout=resolve_setting("timeout", timeout, job),
+        rate=resolve_setting("rate", rate, job),
+        concurrency=resolve_setting("concurrency", concurrency, job),
+        run_id=run_id,
+    )
+
+
+def _with_reliability(options: RunOptions, **settings: Any) -> RunOptions:
+    """Return `options` with the retry, fsync and stop settings of `run` set."""
+    from dataclasses import replace
+
+    return replace(options, **settings)
+
+
+def _warn_stopped(summary: RunSummary, planned: int, run_id: str) -> None:
+    if summary.stopped_by is None:
+        return
+    click.echo(
+        f"warning: stopped by signal {summary.stopped_by} with "
+        f"{planned - summary.total} planned calls not sent; run again with "
+        f"--run-id {run_id} to place them",
+        err=True,
+    )
+
+
+def _echo_summary(summary: RunSummary, options: RunOptions, show: bool) -> None:
+    line = _summary_line(summary, options.results, options.sandbox)
+    if show:
+        click.echo(line)
+        if summary.earlier:
+            click.echo(
+                f"{summary.earlier} of them had an outcome from an earlier "
+                f"invocation of run {options.run_id} and were not sent again"
+            )
+    elif summary.exit_code:
+        click.echo(f"error: {line}", err=True)
     if summary.unknown:
         click.echo(
             f"warning: {summary.unknown} calls have an unknown outcome: they may have "
             "been placed; check them before placing them again",
             err=True,
         )
-    if summary.stopped_by is not None:
-        click.echo(
-            f"warning: stopped by signal {summary.stopped_by} with "
-            f"{planned - summary.total} planned calls not sent; run again with "
-            f"--run-id {run_id} to place them",
-            err=True,
-        )
+
+
+def _is_terminal(stream: Any) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _summary_line(summary: RunSummary, results: Path, sandbox: bool) -> str:
+    return (
+        f"{summary.created} created, {summary.failed} failed, "
+        f"{summary.unknown} unknown of {summary.total} planned calls; "
+        f"results in {results}"
+        + (" (sandbox: no real calls were placed)" if sandbox else "")
+    )
 
 
 def _target_line(sandbox: bool, base_url: str) -> str:
     if sandbox:
         return "Target: the built-in sandbox (in-process, no network, no real calls)"
     return f"Target: {base_url} (real calls)"
+
+
+@main.command()
+@click.argument(
+    "results_files",
+    nargs=-1,
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="RESULTS...",
+)
+@_format_option("json prints the report as one JSON object.")
+@click.option(
+    "--refresh",
+    is_flag=True,
+    help="First fetch the current state of each created call (GET /v1/calls/{id}) "
+    "and append it to its results file. Needs CHIRP_API_KEY.",
+)
+@click.option(
+    "--base-url",
+    envvar="CHIRP_BASE_URL",
+    default="https://api.buildwithchirp.com",
+    show_default=True,
+    help="Chirp API base URL for --refresh; only calls created through it are "
+    "fetched (env CHIRP_BASE_URL).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0.01),
+    envvar="CHIRP_RATE",
+    default=2.0,
+    show_default=True,
+    help="Requests started per second by --refresh, at most (env CHIRP_RATE).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    envvar="CHIRP_TIMEOUT",
+    default=10.0,
+    show_default=True,
+    help="Timeout of each --refresh request, in seconds (env CHIRP_TIMEOUT).",
+)
+@_reports_errors
+def report(
+    results_files: tuple[Path, ...],
+    output_format: str,
+    refresh: bool,
+    base_url: str,
+    rate: float,
+    timeout: float,
+) -> None:
+    """Summarise results files, merged: outcomes, call states, failures, unknowns.
+
+    Give the results files of every shard of a job to see the job as a whole.
+    """
+    from .report import build_report, iter_report_table, read_results_files
+
+    results = read_results_files(results_files)
+    if refresh:
+        _refresh(results, base_url, rate, timeout)
+    summary = build_report(results)
+    if output_format == "json":
+        click.echo(json.dumps(summary, ensure_ascii=False))
+        return
+    for line in iter_report_table(summary):
+        click.echo(line)
+
+
+def _refresh(results: Any, base_url: str, rate: float, timeout: float) -> None:
+    from .client import build_client
+    from .refresh import refresh_states
+    from .run import check_api_key, check_base_url
+
+    api_key = check_api_key(os.environ.get("CHIRP_API_KEY"))
+    target = check_base_url(base_url)
+    with build_client(target, api_key, timeout) as client:
+        counts = refresh_states(results, client, target, rate)
+    if counts.other_target:
+        click.echo(
+            f"note: {counts.other_target} created calls were made through another "
+            f"target than {target} and were not fetched",
+            err=True,
+        )
 
 
 @main.command("sandbox")

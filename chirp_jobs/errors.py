@@ -28,7 +28,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.path}:{self.line}:{self.column}"
+        # A problem with the file as a whole (not found, too large) has no position.
+        where = f"{self.path}:{self.line}:{self.column}" if self.line else self.path
         if self.field:
             return f"{where}: {self.field}: {self.message}"
         return f"{where}: {self.message}"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from .api_keys import api_key_problems
 from .errors import JobFileError, Problem
 from .loading import Document, FieldPath
 from .schema import definition_pattern, job_validator, property_limit
@@ -20,8 +21,8 @@ KEY_METADATA = "chirpJobsKey"
 RUN_METADATA = "chirpJobsRun"
 
 _INTERVAL_UNITS = {"s": 1, "m": 60, "h": 3600}
-_SECRET = re.compile(r"sk_(?:live_app|test_app|admin)_[A-Za-z0-9]")
-_PHONE_PUNCTUATION = re.compile(r"[\s\-().]")
+_REQUIRED_MESSAGE = re.compile(r"'(.+)' is a required property")
+_PHONE_PUNCTUATION = re.compile(r"[\s\-().\[\]_]")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class Job:
     description: str
     calls: list[CallSpec]
     max_planned_calls: int
+    # The `settings` section as written; `chirp_jobs.settings` applies it.
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def planned_count(self) -> int:
@@ -59,10 +62,20 @@ class Job:
 
 def build_job(document: Document) -> Job:
     """Validate a parsed job file and return the job, or raise `JobFileError`."""
-    problems = _secret_problems(document)
-    problems += [_schema_problem(document, error) for error in _schema_errors(document)]
-    if problems:
-        raise JobFileError(problems)
+    problems = api_key_problems(document.path, document.text)
+    problems += _plus_number_problems(document)
+    schema_problems = _first_per_field(
+        [_schema_problem(document, error) for error in _schema_errors(document)]
+    )
+    if schema_problems:
+        # The channel rules for addresses need defaults applied, which the schema
+        # cannot express; they are checked anyway so one pass reports everything.
+        reported = {problem.field for problem in schema_problems}
+        addresses = _tolerant_address_problems(document)
+        problems += schema_problems
+        problems += [p for p in addresses if p.field not in reported]
+        raise JobFileError(list(dict.fromkeys(problems)))
+
     data = document.data
     defaults = data.get("defaults", {})
     calls: list[CallSpec] = []
@@ -70,43 +83,51 @@ def build_job(document: Document) -> Job:
         spec = _build_call(document, index, defaults, call, problems)
         if spec is not None:
             calls.append(spec)
+
     job = Job(
         path=document.path,
         name=data["name"],
         description=data.get("description", ""),
         calls=calls,
         max_planned_calls=data.get("maxPlannedCalls", DEFAULT_MAX_PLANNED_CALLS),
+        settings=data.get("settings", {}),
     )
     if not problems:
         problems += _size_problems(document, job)
     if problems:
-        raise JobFileError(problems)
+        raise JobFileError(list(dict.fromkeys(problems)))
     return job
+
+
+def _plus_number_problems(document: Document) -> list[Problem]:
+    # Metadata is sent as written, so `+15550100123` there would arrive as the
+    # number 15550100123. Other fields are checked by the schema.
+    problems = []
+    for path in document.plus_numbers:
+        if "metadata" not in path:
+            continue
+        written = document.locate(path).text
+        problems.append(
+            document.problem(
+                path,
+                f"{written} was read as a number, which drops the +; quote it to "
+                f'send it as written: "{written}"',
+            )
+        )
+    return problems
+
+
+def _first_per_field(problems: list[Problem]) -> list[Problem]:
+    # A value can break several keywords at once (`version = "1"` is neither an
+    # integer nor 1); the first message, usually about its type, is enough.
+    first: dict[str, Problem] = {}
+    for problem in problems:
+        first.setdefault(problem.field, problem)
+    return list(first.values())
 
 
 def _schema_errors(document: Document) -> list[Any]:
     return list(job_validator().iter_errors(document.data))
-
-
-def _secret_problems(document: Document) -> list[Problem]:
-    # The whole text is searched, comments included: a key in a comment of a
-    # checked-in file has leaked all the same. The value is never echoed.
-    problems = []
-    for match in _SECRET.finditer(document.text):
-        line = document.text.count("\n", 0, match.start()) + 1
-        column = match.start() - document.text.rfind("\n", 0, match.start())
-        problems.append(
-            Problem(
-                document.path,
-                line,
-                column,
-                "",
-                "this looks like a Chirp API key; remove it and revoke it: "
-                "chirp-jobs reads the key from the CHIRP_API_KEY environment "
-                "variable, and job files are checked in",
-            )
-        )
-    return problems
 
 
 def _build_call(
@@ -116,11 +137,6 @@ def _build_call(
     call: dict[str, Any],
     problems: list[Problem],
 ) -> CallSpec | None:
-    def source(name: str) -> FieldPath:
-        if name in call:
-            return ("calls", index, name)
-        return ("defaults", name)
-
     def value(name: str) -> Any:
         return call.get(name, defaults.get(name))
 
@@ -135,25 +151,14 @@ def _build_call(
             )
     if len(problems) > before:
         return None
+    problems += _call_address_problems(document, index, defaults, call)
+    if len(problems) > before:
+        return None
     from_channel = value("fromChannel") or DEFAULT_CHANNEL
     to_channel = value("toChannel") or DEFAULT_CHANNEL
-    message = address_problem(value("from"), from_channel)
-    if message:
-        problems.append(document.problem(source("from"), message))
     recipients = value("to")
     if not isinstance(recipients, list):
         recipients = [recipients]
-        recipient_paths = [source("to")]
-    else:
-        recipient_paths = [(*source("to"), i) for i in range(len(recipients))]
-    for item, path in zip(recipients, recipient_paths, strict=True):
-        address = item["address"] if isinstance(item, dict) else item
-        message = address_problem(address, to_channel)
-        if message:
-            item_path = (*path, "address") if isinstance(item, dict) else path
-            problems.append(document.problem(item_path, message))
-    if len(problems) > before:
-        return None
     count, interval = _repeat(value("repeat"))
     return CallSpec(
         index=index,
@@ -165,6 +170,62 @@ def _build_call(
         repeat_count=count,
         interval_seconds=interval,
     )
+
+
+def _tolerant_address_problems(document: Document) -> list[Problem]:
+    data = document.data
+    if not isinstance(data, dict) or not isinstance(data.get("calls"), list):
+        return []
+    defaults = data.get("defaults")
+    if not isinstance(defaults, dict):
+        defaults = {}
+    problems = []
+    for index, call in enumerate(data["calls"]):
+        if isinstance(call, dict):
+            problems += _call_address_problems(document, index, defaults, call)
+    return problems
+
+
+def _call_address_problems(
+    document: Document, index: int, defaults: dict[str, Any], call: dict[str, Any]
+) -> list[Problem]:
+    """Check `from` and each `to` of one call against its channels.
+
+    Values of the wrong type or on an unknown channel are skipped: the schema
+    reports those.
+    """
+
+    def source(name: str) -> FieldPath:
+        if name in call:
+            return ("calls", index, name)
+        return ("defaults", name)
+
+    def value(name: str) -> Any:
+        return call.get(name, defaults.get(name))
+
+    from_channel = value("fromChannel") or DEFAULT_CHANNEL
+    to_channel = value("toChannel") or DEFAULT_CHANNEL
+    checks: list[tuple[Any, str, FieldPath]] = [
+        (value("from"), from_channel, source("from"))
+    ]
+    recipients = value("to")
+    if isinstance(recipients, list):
+        items = [(item, (*source("to"), i)) for i, item in enumerate(recipients)]
+    else:
+        items = [(recipients, source("to"))]
+    for item, path in items:
+        if isinstance(item, dict):
+            checks.append((item.get("address"), to_channel, (*path, "address")))
+        else:
+            checks.append((item, to_channel, path))
+    problems = []
+    for address, channel, path in checks:
+        if not isinstance(address, str) or channel not in CHANNELS:
+            continue
+        message = address_problem(address, channel)
+        if message:
+            problems.append(document.problem(path, message))
+    return problems
 
 
 def _repeat(repeat: Any) -> tuple[int, int]:
@@ -182,10 +243,13 @@ def address_problem(address: str, channel: str) -> str | None:
     if channel == "webrtc":
         if definition_pattern("webrtcIdentifier").fullmatch(address):
             return None
-        return (
+        message = (
             f"{address!r} is not a valid WebRTC identifier: use 1 to 128 letters, "
             "digits and . _ - : @, starting with a letter or digit"
         )
+        if definition_pattern("e164").fullmatch(address):
+            message += "; for a phone number, set the channel to pstn or whatsapp"
+        return message
     if definition_pattern("e164").fullmatch(address):
         return None
     return f"{address!r} is not an E.164 number ({channel} channel): " + _e164_hint(
@@ -194,11 +258,17 @@ def address_problem(address: str, channel: str) -> str | None:
 
 
 def _e164_hint(address: str) -> str:
+    if not address.startswith("+") and any(char.isalpha() for char in address):
+        return (
+            "phone numbers contain digits only; if this is a WebRTC identity, set "
+            "the channel (fromChannel or toChannel) to webrtc"
+        )
     cleaned = _PHONE_PUNCTUATION.sub("", address)
     if cleaned != address and definition_pattern("e164").fullmatch(cleaned):
-        return f"remove spaces, dashes, dots and brackets: {cleaned!r}"
-    if _PHONE_PUNCTUATION.search(address):
-        return "remove spaces, dashes, dots and brackets"
+        return f"remove spaces, dashes, dots, underscores and brackets: {cleaned!r}"
+    if cleaned != address:
+        rest = _e164_hint(cleaned) if cleaned else "write the number"
+        return f"remove spaces, dashes, dots, underscores and brackets, and {rest}"
     if not address.startswith("+"):
         return "start with + and the country code, as in '+15550100123'"
     digits = address[1:]
@@ -250,8 +320,12 @@ def _schema_problem(document: Document, error: Any) -> Problem:
             at_key=True,
         )
     if keyword == "required":
+        # jsonschema reports each missing property as its own error, naming it only
+        # in the message.
+        named = _REQUIRED_MESSAGE.fullmatch(str(error.message))
         missing = [name for name in error.validator_value if name not in instance]
-        return document.problem(path, f"missing required field `{missing[0]}`")
+        field = named.group(1) if named else missing[0]
+        return document.problem((*path, field), f"missing required field `{field}`")
     return document.problem(path, _value_message(document, path, error))
 
 
@@ -268,8 +342,16 @@ def _value_message(document: Document, path: FieldPath, error: Any) -> str:
     instance = error.instance
     written = _as_written(document, path, instance)
     name = next((part for part in reversed(path) if isinstance(part, str)), "")
+    if keyword == "type" and not path:
+        return (
+            "a job file is a mapping of fields (version, name, calls), "
+            f"not {_kind(instance)}"
+        )
     if keyword == "type":
-        return _type_message(name, written, instance, error.validator_value)
+        message = _type_message(name, written, instance, error.validator_value)
+        if document.format == "toml" and path == ("calls",):
+            message += "; write [[calls]], with double brackets, above each call"
+        return message
     if keyword == "enum":
         close = difflib.get_close_matches(str(instance), CHANNELS, n=1)
         hint = f"; did you mean `{close[0]}`?" if close else ""
@@ -298,10 +380,17 @@ def _value_message(document: Document, path: FieldPath, error: Any) -> str:
 def _type_message(name: str, written: str, instance: Any, expected: Any) -> str:
     is_number = isinstance(instance, int | float) and not isinstance(instance, bool)
     if is_number and name in ("from", "to", "address"):
+        if not written.startswith("+"):
+            return (
+                f"{written} was read as a number; quote phone numbers and start "
+                'them with + and the country code, as in "+15550100123"'
+            )
         return (
             f"{written} was read as a number, which loses the leading + and "
-            f'zeros; quote phone numbers: "{written.strip(chr(34))}"'
+            f'zeros; quote phone numbers: "{written}"'
         )
+    if is_number and name == "interval":
+        return f'{written} needs a unit: write "{written}s", or use m or h'
     if expected == "integer" and isinstance(instance, float):
         return f"{written} must be a whole number, such as {int(instance)}"
     expected_words = {
@@ -311,7 +400,17 @@ def _type_message(name: str, written: str, instance: Any, expected: Any) -> str:
         "array": "a list",
     }
     wanted = expected_words.get(expected, expected)
+    if instance is None:
+        return f"{written} is no value (null); expected {wanted}"
     return f"{written} has the wrong type: expected {wanted}"
+
+
+def _kind(instance: Any) -> str:
+    if isinstance(instance, list):
+        return "a list"
+    if isinstance(instance, str):
+        return "text"
+    return "a single value"
 
 
 def _as_written(document: Document, path: FieldPath, instance: Any) -> str:
@@ -322,6 +421,10 @@ def _as_written(document: Document, path: FieldPath, instance: Any) -> str:
         return repr(instance)
     if isinstance(instance, bool):
         return "true" if instance else "false"
-    if isinstance(instance, dict | list):
-        return "the value"
+    if isinstance(instance, dict):
+        return "a mapping"
+    if isinstance(instance, list):
+        return "a list"
+    if instance is None:
+        return "null"
     return str(instance)

@@ -11,16 +11,31 @@ from __future__ import annotations
 
 import contextlib
 import re
-import tomllib
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
 
+from .api_keys import api_key_problems
 from .errors import JobFileError, Problem
+from .positions import (
+    KEY_MARK,
+    FieldPath,
+    Location,
+    format_field,
+    nearest_location,
+)
+from .toml_loading import (
+    long_integer_message,
+    parse_toml,
+    toml_locations,
+    toml_plus_numbers,
+)
+
+__all__ = ["Document", "FieldPath", "Location", "format_field", "load_document"]
 
 YAML_SUFFIXES = (".yaml", ".yml")
 TOML_SUFFIXES = (".toml",)
@@ -36,10 +51,7 @@ MAX_DEPTH = 64
 # encoding) visits each use again, so the nodes reached through aliases are capped.
 MAX_ALIAS_NODES = 100_000
 
-FieldPath = tuple[str | int, ...]
-# Appended to a field path in a location map, it marks the position of the key
-# rather than of the value. No key in a job file can contain a NUL character.
-_KEY = "\0key"
+_EMPTY_FILE = "the file is empty; a job file sets at least version, name and calls"
 
 _YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _YAML_NULL = frozenset(["", "~", "null", "Null", "NULL"])
@@ -53,26 +65,7 @@ _YAML_FLOAT = re.compile(
     r"|[-+]?(?:0|[1-9][0-9]*)[eE][-+]?[0-9]+"
 )
 _YAML_STR_TAGS = frozenset([None, "!", "tag:yaml.org,2002:str"])
-
-
-def format_field(path: FieldPath) -> str:
-    """Return a field path as users write it: `calls[0].to[1]`."""
-    text = ""
-    for part in path:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else part
-    return text
-
-
-@dataclass(frozen=True)
-class Location:
-    """The 1-based start of a value in its file, and its text if a plain scalar."""
-
-    line: int
-    column: int
-    text: str | None = None
+_INFINITY = float("inf")
 
 
 @dataclass
@@ -83,6 +76,8 @@ class Document:
     data: Any
     text: str
     format: str
+    # Integers written with a leading +, which the number loses (`+15550100123`).
+    plus_numbers: list[FieldPath] = field(default_factory=list)
     _locations: dict[FieldPath, Location] | None = field(default=None, repr=False)
 
     def locate(self, path: FieldPath) -> Location:
@@ -91,16 +86,12 @@ class Document:
             if self.format == "yaml":
                 self._locations = _yaml_locations(self.text)
             else:
-                self._locations = _toml_locations(self.text)
-        for end in range(len(path), -1, -1):
-            found = self._locations.get(path[:end])
-            if found is not None:
-                return found
-        return Location(1, 1)
+                self._locations = toml_locations(self.text)
+        return nearest_location(self._locations, path)
 
     def locate_key(self, path: FieldPath) -> Location:
         """Return the location of the key that names the value at `path`."""
-        return self.locate((*path, _KEY))
+        return self.locate((*path, KEY_MARK))
 
     def problem(self, path: FieldPath, message: str, at_key: bool = False) -> Problem:
         where = self.locate_key(path) if at_key else self.locate(path)
@@ -118,11 +109,23 @@ def load_document(path: Path, display: str | None = None) -> Document:
             "job files end in .yaml, .yml or .toml",
         )
     text = _read_text(path, shown)
+    try:
+        return _parse_document(text, shown, suffix)
+    except JobFileError as error:
+        # A key in a file that does not parse has leaked all the same.
+        raise JobFileError([*error.problems, *api_key_problems(shown, text)]) from None
+
+
+def _parse_document(text: str, shown: str, suffix: str) -> Document:
     if suffix in YAML_SUFFIXES:
-        data = _parse_yaml(text, shown)
-        return Document(shown, data, text, "yaml")
-    data = _parse_toml(text, shown)
-    return Document(shown, data, text, "toml")
+        data, plus_numbers = _parse_yaml(text, shown)
+        if data is None:
+            raise _file_error(shown, _EMPTY_FILE, 1, 1)
+        return Document(shown, data, text, "yaml", plus_numbers)
+    data = parse_toml(text, shown)
+    if not data:
+        raise _file_error(shown, _EMPTY_FILE, 1, 1)
+    return Document(shown, data, text, "toml", toml_plus_numbers(text))
 
 
 def _file_error(
@@ -175,6 +178,7 @@ class _YamlBuilder:
         self.problems: list[Problem] = []
         self.anchors: dict[str, tuple[Any, int]] = {}
         self.alias_nodes = 0
+        self.plus_numbers: list[FieldPath] = []
 
     def build(self, events: Iterator[yaml.Event]) -> Any:
         # Each frame: [container, field path, pending key, key mark, node count,
@@ -216,7 +220,11 @@ class _YamlBuilder:
             if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
                 self._check_collection_tag(event, path)
                 if len(stack) >= MAX_DEPTH:
-                    self._fail(event, f"nested more than {MAX_DEPTH} levels deep")
+                    self._fail(
+                        event,
+                        f"nested more than {MAX_DEPTH} levels deep; job files need "
+                        "only a few levels",
+                    )
                 container: Any = {} if isinstance(event, yaml.MappingStartEvent) else []
                 stack.append([container, path, None, None, 1, event.anchor, {}])
                 continue
@@ -249,7 +257,9 @@ class _YamlBuilder:
         first = frame[6].get(key)
         line, column = _position(event)
         if self.locations is not None:
-            self.locations.setdefault((*frame[1], key, _KEY), Location(line, column))
+            self.locations.setdefault(
+                (*frame[1], key, KEY_MARK), Location(line, column)
+            )
         if first is not None:
             self.problems.append(
                 Problem(
@@ -291,7 +301,7 @@ class _YamlBuilder:
             "tag:yaml.org,2002:map",
             "tag:yaml.org,2002:seq",
         ):
-            self._fail(event, f"unsupported tag {tag}; remove it", path)
+            self._fail(event, _tag_message(tag), path)
 
     def _resolve_alias(self, event: yaml.AliasEvent) -> tuple[Any, int]:
         anchor = self.anchors.get(event.anchor or "")
@@ -302,7 +312,7 @@ class _YamlBuilder:
         if self.alias_nodes > MAX_ALIAS_NODES:
             self._fail(
                 event,
-                f"aliases expand to more than {MAX_ALIAS_NODES} values; "
+                f"aliases expand to more than {MAX_ALIAS_NODES:,} values; "
                 "write the values out or use `defaults`",
             )
         return value, count
@@ -311,7 +321,7 @@ class _YamlBuilder:
         value = event.value
         tag = event.tag
         if tag not in _YAML_STR_TAGS:
-            self._fail(event, f"unsupported tag {tag}; remove it", path)
+            self._fail(event, _tag_message(tag), path)
         # libyaml reports a plain scalar's style as "", the pure-Python parser as None.
         if event.style or tag is not None:
             return value
@@ -324,18 +334,30 @@ class _YamlBuilder:
         if value in _YAML_FALSE:
             return False
         if _YAML_INT.fullmatch(value):
+            if value.startswith("+"):
+                self.plus_numbers.append(path)
             try:
                 return int(value)
             except ValueError:
-                self._fail(event, "integer has too many digits", path)
+                digits = len(value.lstrip("+-"))
+                limit = sys.get_int_max_str_digits()
+                self._fail(event, long_integer_message(digits, limit), path)
         if _YAML_FLOAT.fullmatch(value):
-            return float(value)
+            number = float(value)
+            if number in (_INFINITY, -_INFINITY):
+                self._fail(event, f"{value} is too large for a number", path)
+            return number
         return value
 
     def _fail(self, event: yaml.Event, message: str, path: FieldPath = ()) -> NoReturn:
         line, column = _position(event)
         problem = Problem(self.path, line, column, format_field(path), message)
         raise JobFileError([*self.problems, problem])
+
+
+def _tag_message(tag: str | None) -> str:
+    shown = str(tag).replace("tag:yaml.org,2002:", "!!", 1)
+    return f"unsupported tag {shown}; job files take plain values, so remove the tag"
 
 
 def _position(event: yaml.Event) -> tuple[int, int]:
@@ -354,7 +376,7 @@ def _yaml_events(text: str, path: str) -> Iterator[yaml.Event]:
         line = mark.line + 1 if mark else 0
         column = mark.column + 1 if mark else 0
         message = error.problem or error.context or "invalid YAML"
-        hint = _yaml_hint(message)
+        hint = _yaml_hint(text, error)
         raise _file_error(
             path, f"invalid YAML: {message}{hint}", line, column
         ) from None
@@ -362,20 +384,37 @@ def _yaml_events(text: str, path: str) -> Iterator[yaml.Event]:
         raise _file_error(path, f"invalid YAML: {error}") from None
 
 
-def _yaml_hint(message: str) -> str:
-    if "found character '\\t'" in message:
+def _yaml_hint(text: str, error: yaml.MarkedYAMLError) -> str:
+    message = error.problem or ""
+    context = error.context or ""
+    mark = error.problem_mark
+    found = text[mark.index : mark.index + 1] if mark is not None else ""
+    if found == "\t" or "found character '\\t'" in message:
         return "; indent with spaces, not tabs"
+    if "quoted scalar" in context and error.context_mark is not None:
+        start = error.context_mark.line + 1
+        return f"; the quoted text that starts on line {start} is never closed"
+    if "maximum nesting depth" in message:
+        return f"; job files nest at most {MAX_DEPTH} levels"
     if "mapping values are not allowed" in message:
         return "; put a space after each colon, and quote values that contain ': '"
+    if "could not find expected ':'" in message:
+        return "; write each field as `key: value`, with a space after the colon"
+    if "did not find expected key" in message or "expected <block end>" in message:
+        return "; check the indentation of this line against the lines above"
+    if "flow sequence" in context:
+        return "; close the list with ] and separate items with commas"
+    if "flow mapping" in context:
+        return "; close the mapping with } and separate fields with commas"
     return ""
 
 
-def _parse_yaml(text: str, path: str) -> Any:
+def _parse_yaml(text: str, path: str) -> tuple[Any, list[FieldPath]]:
     builder = _YamlBuilder(path, None)
     data = builder.build(_yaml_events(text, path))
     if builder.problems:
         raise JobFileError(builder.problems)
-    return data
+    return data, builder.plus_numbers
 
 
 def _yaml_locations(text: str) -> dict[FieldPath, Location]:
@@ -385,169 +424,3 @@ def _yaml_locations(text: str) -> dict[FieldPath, Location]:
     with contextlib.suppress(JobFileError):
         _YamlBuilder("", locations).build(_yaml_events(text, ""))
     return locations
-
-
-# TOML ---------------------------------------------------------------------------
-
-_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
-_TOML_BARE_VALUE = re.compile(
-    r"^\s*([A-Za-z0-9_.-]+)\s*=\s*([A-Za-z_][A-Za-z0-9_-]*)\s*$"
-)
-
-
-def _parse_toml(text: str, path: str) -> Any:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        message = str(error)
-        position = _TOML_POSITION.search(message)
-        line = int(position.group(1)) if position else 0
-        column = int(position.group(2)) if position else 0
-        message = _TOML_POSITION.sub("", message).strip()
-        message = message[0].lower() + message[1:] if message else "invalid TOML"
-        hint = _toml_hint(text, line)
-        raise _file_error(
-            path, f"invalid TOML: {message}{hint}", line, column
-        ) from None
-    except ValueError as error:
-        # tomllib converts integer literals with int(), which raises a plain
-        # ValueError past Python's 4,300-digit limit.
-        raise _file_error(path, f"invalid TOML: {error}") from None
-    unsupported = list(_toml_unsupported(data, ()))
-    if unsupported:
-        document = Document(path, data, text, "toml")
-        raise JobFileError([document.problem(p, m) for p, m in unsupported])
-    return data
-
-
-def _toml_hint(text: str, line: int) -> str:
-    lines = text.splitlines()
-    if not 0 < line <= len(lines):
-        return ""
-    bare = _TOML_BARE_VALUE.match(lines[line - 1])
-    if bare and bare.group(2) not in ("true", "false", "inf", "nan"):
-        return f'; strings need quotes: {bare.group(1)} = "{bare.group(2)}"'
-    return ""
-
-
-def _toml_unsupported(value: Any, path: FieldPath) -> Iterator[tuple[FieldPath, str]]:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _toml_unsupported(item, (*path, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _toml_unsupported(item, (*path, index))
-    elif isinstance(value, datetime | date | time):
-        yield path, "dates and times are not supported; quote the value as a string"
-    elif isinstance(value, float) and (value != value or value in (1e999, -1e999)):
-        yield path, "inf and nan are not valid JSON numbers; quote the value"
-
-
-_TOML_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
-_TOML_KEY = re.compile(r"^\s*([A-Za-z0-9_\-.\"' ]+?)\s*=\s*")
-
-
-def _toml_key_parts(text: str) -> list[str]:
-    return [part.strip().strip("\"'") for part in text.split(".")]
-
-
-def _toml_locations(text: str) -> dict[FieldPath, Location]:
-    """Map field paths to positions by scanning TOML lines.
-
-    tomllib reports no positions, so this follows tables, arrays of tables and keys
-    line by line. Array items are found by scanning the value for top-level commas.
-    """
-    locations: dict[FieldPath, Location] = {}
-    array_counts: dict[FieldPath, int] = {}
-    table: FieldPath = ()
-    lines = text.splitlines()
-    for number, line in enumerate(lines, start=1):
-        header = _TOML_HEADER.match(line)
-        if header:
-            base: FieldPath = tuple(_toml_key_parts(header.group(2)))
-            if header.group(1) == "[[":
-                index = array_counts.get(base, 0)
-                array_counts[base] = index + 1
-                table = (*_resolve_arrays(base, array_counts), index)
-            else:
-                table = _resolve_arrays(base, array_counts)
-            locations.setdefault(table, Location(number, 1))
-            continue
-        key = _TOML_KEY.match(line)
-        if not key or line.lstrip().startswith("#"):
-            continue
-        path = (*table, *_toml_key_parts(key.group(1)))
-        key_column = len(line) - len(line.lstrip()) + 1
-        locations.setdefault((*path, _KEY), Location(number, key_column))
-        value_start = key.end()
-        raw = line[value_start:].split("#", 1)[0].strip()
-        locations.setdefault(path, Location(number, value_start + 1, raw or None))
-        _locate_toml_items(lines, number, value_start, path, locations)
-    return locations
-
-
-def _resolve_arrays(base: FieldPath, array_counts: dict[FieldPath, int]) -> FieldPath:
-    # A header such as [calls.metadata] inside an array of tables [[calls]] refers to
-    # the array's latest element.
-    resolved: list[str | int] = []
-    for part in base:
-        resolved.append(part)
-        count = array_counts.get(tuple(p for p in resolved if isinstance(p, str)))
-        if count and tuple(resolved) != base:
-            resolved.append(count - 1)
-    return tuple(resolved)
-
-
-def _locate_toml_items(
-    lines: list[str],
-    line_number: int,
-    start: int,
-    path: FieldPath,
-    locations: dict[FieldPath, Location],
-) -> None:
-    """Record the position of each top-level item of an inline array value."""
-    line_index = line_number - 1
-    column = start
-    if not lines[line_index][column:].lstrip().startswith("["):
-        return
-    depth = 0
-    quote: str | None = None
-    index = 0
-    expect_item = False
-    while line_index < len(lines):
-        text = lines[line_index]
-        while column < len(text):
-            char = text[column]
-            if quote:
-                if char == "\\" and quote == '"':
-                    column += 1
-                elif char == quote:
-                    quote = None
-                column += 1
-                continue
-            if char == "#":
-                break
-            elif char in "[{":
-                depth += 1
-                if depth == 1:
-                    expect_item = True
-                    column += 1
-                    continue
-            elif char in "]}":
-                depth -= 1
-                if depth == 0:
-                    return
-            elif char == "," and depth == 1:
-                index += 1
-                expect_item = True
-                column += 1
-                continue
-            if expect_item and not char.isspace():
-                item_path = (*path, index)
-                locations.setdefault(item_path, Location(line_index + 1, column + 1))
-                expect_item = False
-            if not quote and char in "\"'" and depth >= 1:
-                quote = char
-            column += 1
-        line_index += 1
-        column = 0

@@ -16,7 +16,7 @@ from .jobs import KEY_METADATA, CallSpec, Job
 DIGEST_LENGTH = 16
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Origin:
     """The place in its job file that a planned call comes from (0-based indexes)."""
 
@@ -26,7 +26,7 @@ class Origin:
     repeat_index: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlannedCall:
     """One request of the plan.
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from itertools import chain, islice
+from json.encoder import encode_basestring
 from typing import Any
 
 from .jobs import KEY_METADATA
@@ -62,10 +65,10 @@ def _table_line(cells: tuple[str, ...], widths: list[int]) -> str:
     return "  ".join(padded).rstrip()
 
 
-def plan_json_line(planned: PlannedCall) -> str:
-    """Return one planned call as a JSON line for `plan --format json`."""
+def plan_record(planned: PlannedCall) -> dict[str, Any]:
+    """Return one planned call as the object that JSON output and saved plans use."""
     origin = planned.origin
-    record: dict[str, Any] = {
+    return {
         "key": planned.key,
         "request": planned.request,
         "offsetSeconds": planned.offset_seconds,
@@ -76,4 +79,73 @@ def plan_json_line(planned: PlannedCall) -> str:
             "repeat": origin.repeat_index,
         },
     }
-    return json.dumps(record, ensure_ascii=False)
+
+
+def plan_json_line(planned: PlannedCall) -> str:
+    """Return one planned call as a JSON line for `plan --format json`."""
+    return json.dumps(plan_record(planned), ensure_ascii=False)
+
+
+@dataclass
+class PlanTotals:
+    """Planned call counts per channel pair and per `from` address."""
+
+    calls: int = 0
+    by_channel: Counter[str] = field(default_factory=Counter)
+    by_from: Counter[str] = field(default_factory=Counter)
+
+    def counted(self, plan: Iterable[PlannedCall]) -> Iterator[PlannedCall]:
+        """Yield `plan` unchanged, counting each planned call on the way."""
+        for planned in plan:
+            request = planned.request
+            self.calls += 1
+            self.by_channel[f"{request['fromChannel']}→{request['toChannel']}"] += 1
+            self.by_from[request["from"]] += 1
+            yield planned
+
+    def lines(self) -> Iterator[str]:
+        """Yield the totals as text lines, largest count first."""
+        for title, counts in (("channel", self.by_channel), ("from", self.by_from)):
+            parts = [f"{name} {count:,}" for name, count in counts.most_common()]
+            yield f"By {title}: " + (", ".join(parts) if parts else "none")
+
+
+def iter_plan_json(plan: Iterable[PlannedCall]) -> Iterator[str]:
+    """Yield `plan_json_line` of each planned call, encoding each body once.
+
+    The repeats of one recipient differ only in their key, which the planner puts
+    last in the metadata, the last field of the request. So the encoded request up
+    to the key is reused, which halves the time of a plan with repeats.
+    """
+    recipient: tuple[str, int, int] | None = None
+    prefix: str | None = None
+    file_text = ""
+    for planned in plan:
+        origin = planned.origin
+        if (origin.path, origin.call_index, origin.recipient_index) != recipient:
+            recipient = (origin.path, origin.call_index, origin.recipient_index)
+            prefix = _request_prefix(planned.request)
+            file_text = encode_basestring(origin.path)
+        if prefix is None:
+            yield plan_json_line(planned)
+            continue
+        key = encode_basestring(planned.key)
+        yield (
+            f'{{"key": {key}, "request": {prefix}{key}}}}}, '
+            f'"offsetSeconds": {planned.offset_seconds}, "origin": {{"file": '
+            f'{file_text}, "call": {origin.call_index}, "recipient": '
+            f'{origin.recipient_index}, "repeat": {origin.repeat_index}}}}}'
+        )
+
+
+def _request_prefix(request: dict[str, Any]) -> str | None:
+    """Return the request's JSON text up to its key, or None if the key is not last."""
+    metadata = request.get("metadata")
+    if list(request)[-1:] != ["metadata"] or not isinstance(metadata, dict):
+        return None
+    if list(metadata)[-1:] != [KEY_METADATA]:
+        return None
+    text = json.dumps(
+        {**request, "metadata": {**metadata, KEY_METADATA: ""}}, ensure_ascii=False
+    )
+    return text[: -len('""}}')]

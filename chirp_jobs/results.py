@@ -274,12 +274,17 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
-    """Return the outcome records of a results file, in file order."""
-    return [record for record in iter_records(path) if is_outcome(record)]
+    """Return the records of a results file in file order, without progress
+    records (`intent`, `not_placed`): outcome records and any other kind."""
+    return [record for record in iter_records(path) if not is_progress(record)]
 
 
 def is_outcome(record: dict[str, Any]) -> bool:
     return record.get("outcome") in OUTCOMES
+
+
+def is_progress(record: dict[str, Any]) -> bool:
+    return record.get("outcome") in (INTENT, NOT_PLACED)
 
 
 @dataclass

@@ -51,7 +51,9 @@ SANDBOX_TARGET = "sandbox"
 # A key the in-process sandbox accepts; it is a test key, so ids read call_test_...
 SANDBOX_API_KEY = "sk_test_app_sandbox"
 DEFAULT_RESULTS = "chirp-results/{job}.jsonl"
-_APP_KEY = re.compile(r"sk_(?:live|test)_app_\S+")
+# Printable ASCII only: httpx cannot send anything else in a header, and would
+# raise with a traceback once the run had started.
+_APP_KEY = re.compile(r"sk_(?:live|test)_app_[!-~]+")
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _IN_FLIGHT_AT_CRASH = (
     "an earlier invocation of this run stopped while this request was in flight; "
@@ -167,13 +169,14 @@ def execute_job(
     options: RunOptions,
     transport: httpx.BaseTransport | None = None,
     on_record: RecordListener | None = None,
+    plan: Iterable[PlannedCall] | None = None,
 ) -> RunSummary:
     """Check the settings, then send the job's plan and write its results.
 
-    Raises `ConfigError` before anything is sent when the key or URL is unusable,
-    and `ResultsLockedError` when another process writes the results file.
-    SIGINT and SIGTERM stop the run (see `Runner.stop`) while it executes in the
-    main thread.
+    `plan` replaces the job's whole plan, for a saved plan or one shard. Raises
+    `ConfigError` before anything is sent when the key or URL is unusable, and
+    `ResultsLockedError` when another process writes the results file. SIGINT and
+    SIGTERM stop the run (see `Runner.stop`) while it executes in the main thread.
     """
     if options.sandbox:
         api_key = SANDBOX_API_KEY
@@ -196,9 +199,10 @@ def execute_job(
         _record_in_flight(state, writer, on_record)
         settings.elapsed_seconds = _elapsed_since(state.first_sent_at)
         runner = Runner(client, writer, settings, on_record=on_record, summary=summary)
-        plan = _unfinished(iter_plan(job), state, options.retry_failed, summary)
+        planned = iter_plan(job) if plan is None else plan
+        unfinished = _unfinished(planned, state, options.retry_failed, summary)
         with _stop_on_signals(runner):
-            return runner.execute(plan)
+            return runner.execute(unfinished)
 
 
 def _run_settings(job: Job, options: RunOptions) -> RunSettings:

@@ -29,6 +29,8 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http import HTTPStatus
+from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -44,6 +46,9 @@ _ADMIN_KEY = re.compile(r"sk_admin_[A-Za-z0-9_]+")
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _KSUID_EPOCH = 1_400_000_000
 _MAX_BODY_BYTES = 1024 * 1024
+# The limits of http.client, which http.server applies to request headers.
+_MAX_HEADER_LINE_BYTES = 65536
+_MAX_HEADERS = 100
 
 # The states of a sandbox call, each with its start as a fraction of
 # `SandboxConfig.lifecycle_seconds` after creation.
@@ -562,11 +567,80 @@ def _iso(timestamp: float) -> str:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # A buffered wfile, which handle_one_request() flushes after each request, sends
+    # the head and the body in one send(2) instead of two. That made sequential
+    # keep-alive requests 10 to 15% faster on loopback (2 vCPU, CPython 3.11).
+    wbufsize = -1
     server: SandboxServer
 
+    def parse_request(self) -> bool:
+        """Parse the request line and headers of an HTTP/1.0 or HTTP/1.1 request.
+
+        This replaces http.server's parser, which builds the headers with the
+        email package and took about a third of the sandbox's CPU time per request
+        (py-spy, sequential keep-alive requests). On failure the error response has
+        been sent and False is returned.
+        """
+        self.command = None  # type: ignore[assignment]
+        # Errors are sent with a status line, which http.server leaves out for
+        # the HTTP/0.9 that it assumes until the request line is read.
+        self.request_version = "HTTP/1.0"
+        self.close_connection = True
+        raw_line: bytes = self.raw_requestline  # type: ignore[attr-defined]
+        self.requestline = str(raw_line, "iso-8859-1").rstrip("\r\n")
+        words = self.requestline.split()
+        if not words:
+            return False
+        if len(words) != 3 or words[2] not in ("HTTP/1.0", "HTTP/1.1"):
+            self.send_error(
+                HTTPStatus.BAD_REQUEST, f"Bad request syntax ({self.requestline!r})"
+            )
+            return False
+        self.command, self.path, self.request_version = words
+        headers = self._read_headers()
+        if headers is None:
+            return False
+        self.headers = headers
+        connection = headers.get("Connection", "").lower()
+        self.close_connection = connection == "close" or (
+            self.request_version == "HTTP/1.0" and connection != "keep-alive"
+        )
+        expect = headers.get("Expect", "").lower()
+        if expect == "100-continue" and self.request_version == "HTTP/1.1":
+            return self.handle_expect_100()
+        return True
+
+    def _read_headers(self) -> HTTPMessage | None:
+        headers = HTTPMessage()
+        for _ in range(_MAX_HEADERS + 1):
+            line = self.rfile.readline(_MAX_HEADER_LINE_BYTES + 1)
+            if len(line) > _MAX_HEADER_LINE_BYTES:
+                self.send_error(
+                    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long"
+                )
+                return None
+            if line in (b"\r\n", b"\n", b""):
+                return headers
+            text = line.decode("iso-8859-1").rstrip("\r\n")
+            name, separator, value = text.partition(":")
+            # A field name with spaces around it is rejected, and so is a folded
+            # line (one that starts with a space), obsolete since HTTP/1.1.
+            if not separator or not name or name != name.strip():
+                self.send_error(HTTPStatus.BAD_REQUEST, f"Bad header line {text!r}")
+                return None
+            headers[name] = value.strip()
+        self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers")
+        return None
+
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > _MAX_BODY_BYTES:
+        length_text = self.headers.get("Content-Length") or "0"
+        length = int(length_text) if length_text.isdigit() else -1
+        if length < 0:
+            response = _invalid(
+                f"invalid Content-Length {length_text!r}", "invalid_request", None
+            )
+            self.close_connection = True
+        elif length > _MAX_BODY_BYTES:
             response = _invalid("request body is too large", "body_too_large", None)
             self.close_connection = True
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,17 @@ def load_schema() -> dict[str, Any]:
 
 @functools.cache
 def job_validator() -> Any:
-    """Return the job file validator, built once per process."""
+    """Return the job file validator, built once per process.
+
+    Its `iter_errors` yields jsonschema errors, which carry the paths and keywords
+    that error messages are built from.
+    """
+    return _CheckedValidator(_compiled_check())
+
+
+@functools.cache
+def strict_validator() -> Any:
+    """Return the jsonschema validator of job files, built once per process."""
     # jsonschema costs about 80 ms to import, so commands that never validate
     # (`--help`, `sandbox`) do not pay for it.
     from jsonschema import Draft202012Validator, validators
@@ -50,6 +61,53 @@ def job_validator() -> Any:
         Draft202012Validator, type_checker=type_checker
     )
     return strict(load_schema())
+
+
+def _compiled_check() -> Callable[[Any], Any]:
+    import fastjsonschema
+
+    # fastjsonschema compiles the schema to Python code, which checks a valid
+    # document several times faster than jsonschema walks it; the figures are in
+    # benchmarks/RESULTS.md.
+    return fastjsonschema.compile(load_schema(), use_formats=False)
+
+
+class _CheckedValidator:
+    """A jsonschema validator with a compiled check in front of it.
+
+    The compiled check only decides that a document is valid, and jsonschema
+    remains the reference: any document the check rejects, or that contains a
+    float, is validated again by jsonschema, whose errors are returned. Floats go
+    to jsonschema because fastjsonschema counts 2.0 as an integer. jsonschema is
+    imported only then, so validating valid files does not pay for its import.
+    """
+
+    def __init__(self, compiled: Callable[[Any], Any]) -> None:
+        self._compiled = compiled
+
+    def iter_errors(self, instance: Any) -> Iterator[Any]:
+        if not _contains_float(instance):
+            try:
+                self._compiled(instance)
+            except Exception:  # Any failure, of any type, defers to jsonschema.
+                pass
+            else:
+                return iter(())
+        return iter(strict_validator().iter_errors(instance))
+
+
+def _contains_float(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is float:
+            return True
+        if kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+    return False
 
 
 @functools.cache

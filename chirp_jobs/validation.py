@@ -5,20 +5,48 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from .api_keys import redact_api_keys
 from .errors import JobFileError, Problem
 from .jobs import Job, build_job
 from .loading import JOB_FILE_SUFFIXES, Document, format_field, load_document
 from .planning import iter_recipient_bodies, request_digest
 
+# A file with hundreds of problems is usually one mistake repeated (a whole list
+# of unquoted numbers, say); the first ones show what to fix.
+MAX_PROBLEMS_PER_FILE = 50
+
 
 def load_job(path: Path, display: str | None = None) -> Job:
     """Load, validate and return one job, or raise `JobFileError`."""
-    document = load_document(path, display)
-    job = build_job(document)
-    duplicates = _duplicate_problems(document, job)
+    try:
+        document = load_document(path, display)
+        job = build_job(document)
+        duplicates = _duplicate_problems(document, job)
+    except JobFileError as error:
+        raise JobFileError(redact_api_keys(_capped(error.problems))) from None
     if duplicates:
-        raise JobFileError(duplicates)
+        raise JobFileError(_capped(duplicates))
     return job
+
+
+def _capped(problems: list[Problem]) -> list[Problem]:
+    ordered = sorted(problems)
+    if len(ordered) <= MAX_PROBLEMS_PER_FILE:
+        return ordered
+    # The note takes the position of the first problem left out, so it points at
+    # where the rest begin. NOTE: it sorts after the problems shown unless the
+    # last one shown has the same line and column and a field path.
+    first_omitted = ordered[MAX_PROBLEMS_PER_FILE]
+    omitted = len(ordered) - MAX_PROBLEMS_PER_FILE
+    note = Problem(
+        first_omitted.path,
+        first_omitted.line,
+        first_omitted.column,
+        "",
+        f"{omitted:,} more problems from here on are not shown (at most "
+        f"{MAX_PROBLEMS_PER_FILE} per file); fix the ones above and validate again",
+    )
+    return [*ordered[:MAX_PROBLEMS_PER_FILE], note]
 
 
 def _duplicate_problems(document: Document, job: Job) -> list[Problem]:

@@ -121,6 +121,7 @@ def test_run_sandbox_exit_0(
         [
             "run",
             "--sandbox",
+            "--print",
             "--rate",
             "100",
             "--results",
@@ -276,9 +277,19 @@ def test_script_run_failed_call_exit_1(
     results = tmp_path / "results.jsonl"
     completed = _run_script(job, results, url)
     assert completed.returncode == 1
-    assert "0 created, 2 failed" in completed.stdout
+    # Not a terminal, as under cron: the failure goes to stderr only.
+    assert completed.stdout == ""
+    assert "error: 0 created, 2 failed" in completed.stderr
     records = read_results(results)
     assert [record["error"]["code"] for record in records] == [
         "phone_number_not_assigned",
         "phone_number_not_assigned",
     ]
+
+
+def test_validate_missing_file_has_no_position(cli: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    result = cli.invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}: file not found\n" in result.output
+    assert "1 problem in 1 of 1 job file" in result.output

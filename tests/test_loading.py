@@ -110,3 +110,103 @@ def test_format_field_paths() -> None:
     assert format_field(("calls", 0, "to", 1)) == "calls[0].to[1]"
     assert format_field(("name",)) == "name"
     assert format_field(()) == ""
+
+
+TOML_POSITIONS = '''\
+name = "positions"  # a comment with [brackets] and key = value
+text = """
+not = "a key"
+[not.a.table]
+"""
+
+[defaults]
+"quoted key" = 1
+dotted.inner = 2
+metadata = { seat = "2B", tags = ["a", { deep = 7 }] }
+
+[[calls]]
+to = [
+  "+15550100123",  # first
+  { address = +15550100124 },
+]
+
+[calls.repeat]
+count = 3
+
+[[calls]]
+to = "+15550100125"
+'''
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (("name",), (1, 8, None)),
+        (("defaults", "quoted key"), (8, 16, "1")),
+        (("defaults", "dotted", "inner"), (9, 16, "2")),
+        (("defaults", "metadata", "seat"), (10, 21, None)),
+        (("defaults", "metadata", "tags", 1, "deep"), (10, 49, "7")),
+        (("calls",), (12, 1, None)),
+        (("calls", 0, "to", 0), (14, 3, None)),
+        (("calls", 0, "to", 1, "address"), (15, 15, "+15550100124")),
+        (("calls", 0, "repeat", "count"), (19, 9, "3")),
+        (("calls", 1, "to"), (22, 6, None)),
+    ],
+)
+def test_toml_locate_values(
+    write_job: WriteJob, path: tuple[str | int, ...], expected: tuple[int, int, str]
+) -> None:
+    document = load_document(write_job(TOML_POSITIONS, "job.toml"))
+    where = document.locate(path)
+    assert (where.line, where.column, where.text) == expected
+
+
+def test_toml_multiline_string_not_scanned(write_job: WriteJob) -> None:
+    document = load_document(write_job(TOML_POSITIONS, "job.toml"))
+    assert document.locate(("not",)) == document.locate(())
+    assert document.locate_key(("defaults", "metadata")).line == 10
+
+
+def test_toml_duplicate_key_both_lines(write_job: WriteJob) -> None:
+    path = write_job("[a]\nb = 1\nc = 2\n[a]\nd = 3\n[x]\ny = 1\n y = 2\n", "job.toml")
+    with pytest.raises(JobFileError) as raised:
+        load_document(path)
+    assert [str(problem) for problem in raised.value.problems] == [
+        f"{path}:4:1: a: duplicate table `[a]` at line 4; first defined at line 1"
+    ]
+
+
+def test_toml_duplicate_dotted_key(write_job: WriteJob) -> None:
+    path = write_job("a.b = 1\nc = 2\na.b = 3\n", "job.toml")
+    with pytest.raises(JobFileError) as raised:
+        load_document(path)
+    assert [str(problem) for problem in raised.value.problems] == [
+        f"{path}:3:1: a.b: duplicate key `b` at line 3; first defined at line 1"
+    ]
+
+
+def test_yaml_duplicate_in_flow_mapping(write_job: WriteJob) -> None:
+    path = write_job("a: {x: 1, y: 2, x: 3}\n")
+    with pytest.raises(JobFileError) as raised:
+        load_document(path)
+    assert [str(problem) for problem in raised.value.problems] == [
+        f"{path}:1:17: a.x: duplicate key `x` at line 1; first defined at line 1"
+    ]
+
+
+def test_yaml_unknown_alias_rejected(write_job: WriteJob) -> None:
+    path = write_job("a: *missing\n")
+    with pytest.raises(JobFileError) as raised:
+        load_document(path)
+    assert raised.value.problems[0].message == (
+        "alias *missing has no anchor before it"
+    )
+
+
+def test_yaml_second_document_rejected(write_job: WriteJob) -> None:
+    path = write_job("a: 1\n---\na: 2\n")
+    with pytest.raises(JobFileError) as raised:
+        load_document(path)
+    assert raised.value.problems[0].message == (
+        "a job file holds one YAML document; remove ---"
+    )

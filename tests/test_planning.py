@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import tracemalloc
 
 from chirp_jobs.jobs import KEY_METADATA
 from chirp_jobs.planning import iter_plan
+from chirp_jobs.reporting import iter_plan_json, plan_json_line
 from chirp_jobs.validation import load_job
 
 from .conftest import WriteJob
@@ -119,3 +122,23 @@ calls:
     assert len(sample) == 10
     # 200,000 planned calls at about 1 KiB each would need some 200 MB if held.
     assert peak < 5 * 1024 * 1024
+
+
+def test_plan_json_matches_line_encoder(write_job: WriteJob) -> None:
+    text = LIST_AND_REPEAT.replace("clinic: south", 'clinic: "süd \\"2\\""')
+    plan = list(iter_plan(load_job(write_job(text))))
+    expected = [plan_json_line(planned) for planned in plan]
+    assert list(iter_plan_json(plan)) == expected
+    assert len(expected) == 5
+    assert '"clinic": "süd \\"2\\""' in expected[4]
+
+
+def test_plan_json_key_not_last(write_job: WriteJob) -> None:
+    planned = next(iter_plan(load_job(write_job(LIST_AND_REPEAT))))
+    metadata = {KEY_METADATA: planned.key, "late": "field"}
+    moved = dataclasses.replace(
+        planned, request={**planned.request, "metadata": metadata}
+    )
+    line = next(iter_plan_json([moved]))
+    assert line == plan_json_line(moved)
+    assert json.loads(line)["request"]["metadata"] == metadata

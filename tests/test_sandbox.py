@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 import re
+import socket
 import time
 
 import httpx
@@ -149,3 +151,74 @@ def test_served_over_http(sandbox: Sandbox, served_sandbox: SandboxServer) -> No
     assert created.status_code == 201
     assert [call["id"] for call in listed] == [created.json()["id"]]
     assert len(sandbox.created_calls()) == 1
+
+
+def _exchange(server: SandboxServer, request: bytes) -> bytes:
+    """Send raw bytes to the served sandbox; return all it sends until it closes."""
+    host, port = server.server_address[:2]
+    with socket.create_connection((str(host), port), timeout=5) as connection:
+        connection.sendall(request)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    return received
+
+
+def _post(headers: str, body: bytes = b"{}") -> bytes:
+    return (
+        f"POST /v1/calls HTTP/1.1\r\nHost: sandbox\r\n{headers}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def test_http_connection_close_honoured(served_sandbox: SandboxServer) -> None:
+    body = json.dumps(BODY).encode()
+    headers = f"Authorization: Bearer {TEST_KEY}\r\nConnection: close\r\n"
+    response = _exchange(served_sandbox, _post(headers, body))
+    assert response.startswith(b"HTTP/1.1 201 ")
+    assert response.count(b"HTTP/1.1 ") == 1
+    assert b'"status":"initiated"' in response
+
+
+def test_http_keep_alive_two_requests(served_sandbox: SandboxServer) -> None:
+    body = json.dumps(BODY).encode()
+    keep = f"authorization: Bearer {TEST_KEY}\r\n"
+    close = keep + "Connection: close\r\n"
+    response = _exchange(served_sandbox, _post(keep, body) + _post(close, body))
+    assert response.count(b"HTTP/1.1 201 ") == 2
+
+
+def test_http_1_0_closes_connection(served_sandbox: SandboxServer) -> None:
+    request = b"GET /_sandbox/calls HTTP/1.0\r\n\r\n"
+    response = _exchange(served_sandbox, request)
+    assert response.startswith(b"HTTP/1.1 200 ")
+    assert response.endswith(b'{"calls":[]}')
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status_line"),
+    [
+        (b"GET /_sandbox/calls\r\n\r\n", b"HTTP/1.1 400 "),
+        (b"GET /_sandbox/calls HTTP/2.0\r\n\r\n", b"HTTP/1.1 400 "),
+        (b"GET / HTTP/1.1\r\nNo-Colon\r\n\r\n", b"HTTP/1.1 400 "),
+        (b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", b"HTTP/1.1 400 "),
+        (b"GET / HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n", b"HTTP/1.1 431 "),
+        (b"GET / HTTP/1.1\r\n" + b"X: a\r\n" * 101 + b"\r\n", b"HTTP/1.1 431 "),
+    ],
+)
+def test_http_malformed_request_rejected(
+    served_sandbox: SandboxServer, request_bytes: bytes, status_line: bytes
+) -> None:
+    response = _exchange(served_sandbox, request_bytes)
+    assert response.startswith(status_line)
+
+
+def test_http_invalid_content_length_400(served_sandbox: SandboxServer) -> None:
+    request = (
+        "POST /v1/calls HTTP/1.1\r\n"
+        f"Authorization: Bearer {TEST_KEY}\r\nContent-Length: ten\r\n\r\n"
+    ).encode()
+    response = _exchange(served_sandbox, request)
+    assert response.startswith(b"HTTP/1.1 400 ")
+    assert b"invalid Content-Length 'ten'" in response
+    assert response.count(b"HTTP/1.1 ") == 1
