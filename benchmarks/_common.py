@@ -128,5 +128,8 @@ def outcome_counts(path: Path) -> dict[str, int]:
     with path.open(encoding="utf-8") as stream:
         for line in stream:
             outcome = json.loads(line)["outcome"]
+            # Progress records (intent, not_placed) are not outcomes.
+            if outcome in ("intent", "not_placed"):
+                continue
             counts[outcome] = counts.get(outcome, 0) + 1
     return counts

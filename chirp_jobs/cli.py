@@ -268,6 +268,57 @@ def _plan_total(planned: int, calls: int) -> str:
 )
 @_shard_option
 @click.option(
+    "--run-id",
+    "run_id_template",
+    default=None,
+    help="Run id; {job}, {date} and {time} are replaced. An invocation with the run "
+    "id of an earlier one resumes it, placing only calls with no outcome yet. "
+    "Default: a new run id each time.",
+)
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="When resuming, place again the calls whose outcome is failed "
+    "(never those whose outcome is unknown).",
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(min=1, max=100),
+    default=5,
+    show_default=True,
+    help="Attempts per call, at most, for retried failures.",
+)
+@click.option(
+    "--retry-budget",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Retries allowed in the whole run, so an outage does not cause a storm.",
+)
+@click.option(
+    "--retry-on-status",
+    "retry_statuses",
+    type=int,
+    multiple=True,
+    metavar="STATUS",
+    help="Also retry this 5xx status (repeatable). Risky: the API may have placed "
+    "the call before failing, so a retry can ring the recipient twice.",
+)
+@click.option(
+    "--fsync/--no-fsync",
+    default=True,
+    show_default=True,
+    help="Force each results record to disk before going on, so a power loss "
+    "loses none.",
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds to wait for requests in flight after Ctrl-C or SIGTERM. "
+    "Default: --timeout plus 2.",
+)
+@click.option(
     "-q", "--quiet", is_flag=True, help="Print no plan, summary or progress bar."
 )
 @click.option(
@@ -288,6 +339,13 @@ def run(
     rate: float | None,
     concurrency: int | None,
     shard_text: str | None,
+    run_id_template: str | None,
+    retry_failed: bool,
+    max_attempts: int,
+    retry_budget: int,
+    retry_statuses: tuple[int, ...],
+    fsync: bool,
+    drain_timeout: float | None,
     quiet: bool,
     print_always: bool,
 ) -> None:
@@ -296,11 +354,13 @@ def run(
     On a terminal it prints the plan, a progress bar and a summary. Otherwise,
     as under cron, it prints nothing on success unless --print is given, and
     reports failures on stderr with a non-zero exit. The API key is read from
-    the CHIRP_API_KEY environment variable only.
+    the CHIRP_API_KEY environment variable only. Ctrl-C or SIGTERM stops
+    sending, waits for requests in flight and exits 130 or 143; run again with
+    the same --run-id to finish.
     """
     from .plan_sources import open_plan_source
     from .progress import RunWatcher
-    from .run import execute_job
+    from .run import check_retry_statuses, execute_job
     from .sharding import check_unsharded, parse_shard
 
     shard = parse_shard(shard_text) if shard_text else None
@@ -308,7 +368,23 @@ def run(
     if source.shard is None:
         check_unsharded()
     options = _run_options(
-        source, results_template, base_url, sandbox, timeout, rate, concurrency
+        source,
+        results_template,
+        base_url,
+        sandbox,
+        timeout,
+        rate,
+        concurrency,
+        run_id_template,
+    )
+    options = _with_reliability(
+        options,
+        retry_failed=retry_failed,
+        max_attempts=max_attempts,
+        retry_budget=retry_budget,
+        retry_statuses=check_retry_statuses(retry_statuses),
+        fsync=fsync,
+        drain_seconds=drain_timeout,
     )
     silent = quiet or ctx.obj["quiet"]
     show = not silent and (print_always or _is_terminal(sys.stdout))
@@ -323,6 +399,7 @@ def run(
     finally:
         watcher.close()
     _echo_summary(summary, options, show)
+    _warn_stopped(summary, source.count(), options.run_id)
     sys.exit(summary.exit_code)
 
 
@@ -334,12 +411,13 @@ def _run_options(
     timeout: float | None,
     rate: float | None,
     concurrency: int | None,
+    run_id_template: str | None,
 ) -> RunOptions:
-    from .run import RunOptions, new_run_id, results_path
+    from .run import RunOptions, expand_run_id, results_path
     from .settings import resolve_results_template, resolve_setting
 
     job = source.job
-    run_id = new_run_id()
+    run_id = expand_run_id(run_id_template, job)
     template = resolve_results_template(
         results_template, job, source.job_path, source.shard
     )
@@ -355,10 +433,33 @@ def _run_options(
     )
 
 
+def _with_reliability(options: RunOptions, **settings: Any) -> RunOptions:
+    """Return `options` with the retry, fsync and stop settings of `run` set."""
+    from dataclasses import replace
+
+    return replace(options, **settings)
+
+
+def _warn_stopped(summary: RunSummary, planned: int, run_id: str) -> None:
+    if summary.stopped_by is None:
+        return
+    click.echo(
+        f"warning: stopped by signal {summary.stopped_by} with "
+        f"{planned - summary.total} planned calls not sent; run again with "
+        f"--run-id {run_id} to place them",
+        err=True,
+    )
+
+
 def _echo_summary(summary: RunSummary, options: RunOptions, show: bool) -> None:
     line = _summary_line(summary, options.results, options.sandbox)
     if show:
         click.echo(line)
+        if summary.earlier:
+            click.echo(
+                f"{summary.earlier} of them had an outcome from an earlier "
+                f"invocation of run {options.run_id} and were not sent again"
+            )
     elif summary.exit_code:
         click.echo(f"error: {line}", err=True)
     if summary.unknown:
@@ -500,20 +601,97 @@ def _refresh(results: Any, base_url: str, rate: float, timeout: float) -> None:
     is_flag=True,
     help="Respond 429 with Retry-After once a key uses up its rate limit.",
 )
+@click.option(
+    "--rate-limit-per-second",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Enforce this many requests per second per key, with 429 and Retry-After.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Seed of call ids and of which requests meet a fault; the same seed and "
+    "plan give the same faults.",
+)
+@click.option(
+    "--throttle-first",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Respond 429 to the first N requests of each plan key.",
+)
+@click.option(
+    "--throttle-retry-after",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Retry-After of those 429 responses, in seconds.",
+)
+@click.option(
+    "--server-error-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of POST /v1/calls that get 500, 502 or 503 (half of them after "
+    "creating the call).",
+)
+@click.option(
+    "--drop-after-create-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of POST /v1/calls that create the call, then close the connection "
+    "without answering.",
+)
+@click.option(
+    "--late-answer-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of POST /v1/calls that create the call, then respond after "
+    "--late-answer-seconds.",
+)
+@click.option(
+    "--late-answer-seconds",
+    type=click.FloatRange(min=0),
+    default=3.0,
+    show_default=True,
+    help="Delay of late responses, in seconds.",
+)
+@click.option(
+    "--latency",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Delay added to every response, in seconds.",
+)
+@click.option(
+    "--refuse-seconds",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Refuse connections for this many seconds after starting.",
+)
+@_reports_errors
 def sandbox_command(
     host: str,
     port: int,
     assigned_numbers: tuple[str, ...],
     rate_limit: int,
-    enforce_rate_limit: bool,
+    **faults: Any,
 ) -> None:
-    """Serve a local Chirp-compatible API over HTTP until stopped (Ctrl-C)."""
+    """Serve a local Chirp-compatible API over HTTP until stopped (Ctrl-C).
+
+    The fault options make it misbehave on purpose, to try how a run copes.
+    """
     from .sandbox import Sandbox, SandboxConfig, SandboxServer
 
     config = SandboxConfig(
         assigned_numbers=frozenset(assigned_numbers) if assigned_numbers else None,
         rate_limit=rate_limit,
-        enforce_rate_limit=enforce_rate_limit,
+        latency_seconds=faults.pop("latency"),
+        **faults,
     )
     try:
         server = SandboxServer(Sandbox(config), host, port)

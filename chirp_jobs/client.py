@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 from . import __version__
-from .sandbox import Sandbox
+from .sandbox import Sandbox, SandboxResponse
 
 DEFAULT_BASE_URL = "https://api.buildwithchirp.com"
 SANDBOX_BASE_URL = "http://sandbox.invalid"
@@ -18,6 +20,8 @@ class SandboxTransport(httpx.BaseTransport):
         self.sandbox = sandbox
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.sandbox.refusing_for() > 0:
+            raise httpx.ConnectError("connection refused (sandbox)", request=request)
         headers = {name.lower(): value for name, value in request.headers.items()}
         answer = self.sandbox.handle(
             request.method,
@@ -25,9 +29,23 @@ class SandboxTransport(httpx.BaseTransport):
             headers,
             request.read(),
         )
+        self._wait_for(answer, request)
+        if answer.drop:
+            raise httpx.RemoteProtocolError(
+                "Server disconnected without sending a response.", request=request
+            )
         return httpx.Response(
             answer.status, headers=answer.headers, content=answer.body
         )
+
+    def _wait_for(self, answer: SandboxResponse, request: httpx.Request) -> None:
+        """Sleep for the answer's delay, or raise ReadTimeout as a socket would."""
+        read_timeout = request.extensions.get("timeout", {}).get("read")
+        if read_timeout is not None and answer.delay_seconds > read_timeout:
+            time.sleep(read_timeout)
+            raise httpx.ReadTimeout("timed out (sandbox)", request=request)
+        if answer.delay_seconds:
+            time.sleep(answer.delay_seconds)
 
 
 def build_client(

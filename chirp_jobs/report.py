@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ChirpJobsError
-from .results import CREATED, FAILED, OUTCOMES, UNKNOWN
+from .results import CREATED, FAILED, OUTCOMES, UNKNOWN, is_progress
 
 # The record a `report --refresh` appends: the state of a created call as
 # GET /v1/calls/{id} returned it.
@@ -48,7 +48,9 @@ class Results:
             plan_call = (str(record.get("runId")), str(record.get("key")))
             self.outcomes[plan_call] = record
             self.sources[plan_call] = source
-        else:
+        elif not is_progress(record):
+            # Progress records (intent, not_placed) are a known kind that a
+            # report has no use for, so they are not counted as skipped.
             self.skipped += 1
 
     def call_status(self, record: dict[str, Any]) -> str | None:

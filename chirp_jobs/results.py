@@ -1,11 +1,19 @@
-"""The results file: one JSON line per planned call outcome, appended as it arrives."""
+"""The results file: one JSON line per planned call outcome, appended as it arrives.
+
+Besides outcome records the file contains progress records: an `intent` record is
+written before each request is sent, and a `not_placed` record after an attempt
+that provably placed no call. A later invocation of the same run reads them back
+(`load_run_state`) to tell finished, in-flight and untouched planned calls apart.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -14,10 +22,15 @@ from typing import IO, Any
 from .errors import ConfigError, ResultsLockedError
 from .planning import PlannedCall
 
+logger = logging.getLogger(__name__)
+
 CREATED = "created"
 FAILED = "failed"
 UNKNOWN = "unknown"
 OUTCOMES = (CREATED, FAILED, UNKNOWN)
+# Progress records, written by the runner around each attempt; never an outcome.
+INTENT = "intent"
+NOT_PLACED = "not_placed"
 
 
 def utc_now() -> str:
@@ -34,7 +47,7 @@ class Outcome:
     error: dict[str, Any] | None
     attempts: int
     sent_at: str | None
-    finished_at: str
+    finished_at: str | None
 
 
 def result_record(
@@ -121,22 +134,29 @@ class ResultsLock:
 
 
 class ResultsWriter:
-    """Append records to a JSON lines file, flushing each one as it is written.
+    """Append records to a JSON lines file, one `write(2)` call per record.
 
     A record is handed to the operating system before `write` returns, so a crash
-    of chirp-jobs loses no record already written. The writer holds the results
-    file's lock from `__enter__` to `__exit__`.
+    of chirp-jobs, `kill -9` included, loses no record already written. With
+    `fsync` set, each record is also forced to the disk before `write` returns, so
+    a power loss or kernel crash loses none either. The writer holds the results
+    file's lock from `__enter__` to `__exit__`, and repairs a torn last line left
+    by an earlier crash once it holds the lock.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, fsync: bool = True) -> None:
         self.path = path
+        self.fsync = fsync
         self._lock = ResultsLock(path)
-        self._stream: IO[str] | None = None
+        self._descriptor: int | None = None
 
     def __enter__(self) -> ResultsWriter:
         self._lock.acquire()
         try:
-            self._stream = self.path.open("a", encoding="utf-8")
+            repair_torn_tail(self.path)
+            self._descriptor = os.open(
+                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+            )
         except OSError as error:
             self._lock.release()
             raise _unwritable(self.path, error) from None
@@ -151,19 +171,171 @@ class ResultsWriter:
         self.close()
 
     def write(self, record: dict[str, Any]) -> None:
-        if self._stream is None:
+        if self._descriptor is None:
             raise RuntimeError("ResultsWriter.write called outside its with block")
-        self._stream.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._stream.flush()
+        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        # One write(2) of the whole line: with O_APPEND the kernel appends it in one
+        # piece, so only a crash inside that call can leave a torn line.
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._descriptor, view) :]
+        if self.fsync:
+            os.fsync(self._descriptor)
 
     def close(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
         self._lock.release()
 
 
+def torn_path(results: Path) -> Path:
+    return results.with_name(results.name + ".torn")
+
+
+def repair_torn_tail(path: Path) -> int:
+    """Cut an unterminated last line off `path`; return how many bytes were cut.
+
+    Only a crash while a line was being written leaves one. The cut bytes are
+    appended to `PATH.torn` beside the results file, so nothing is thrown away.
+    A torn intent record means its request was never sent, because a request is
+    sent only after its intent is written. A torn outcome record leaves its intent
+    without an outcome, so the next invocation of the run reports it `unknown`.
+    """
+    try:
+        with path.open("rb+") as stream:
+            size = stream.seek(0, os.SEEK_END)
+            if size == 0:
+                return 0
+            keep = _last_line_end(stream, size)
+            if keep == size:
+                return 0
+            stream.seek(keep)
+            fragment = stream.read()
+            with torn_path(path).open("ab") as torn:
+                torn.write(fragment + b"\n")
+                torn.flush()
+                os.fsync(torn.fileno())
+            stream.truncate(keep)
+            os.fsync(stream.fileno())
+    except FileNotFoundError:
+        return 0
+    logger.warning(
+        "%s ended in a torn line of %d bytes (left by a crash); moved it to %s",
+        path,
+        len(fragment),
+        torn_path(path),
+    )
+    return len(fragment)
+
+
+def _last_line_end(stream: IO[bytes], size: int) -> int:
+    """Return the offset just after the last newline of `stream`, or 0."""
+    position = size
+    while position > 0:
+        start = max(0, position - 65536)
+        stream.seek(start)
+        chunk = stream.read(position - start)
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        position = start
+    return 0
+
+
+def iter_records(path: Path) -> Iterator[dict[str, Any]]:
+    """Yield every record of a results file, progress records included.
+
+    An unterminated last line that is not valid JSON is a torn line left by a
+    crash. It is skipped, because the next run on the file repairs it. Any other
+    line that is not a JSON object raises `ConfigError` naming its line.
+    """
+    with path.open("rb") as stream:
+        for number, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                if not line.endswith(b"\n"):
+                    return
+                record = None
+            if not isinstance(record, dict):
+                raise ConfigError(
+                    f"{path}:{number}: not a results record (a JSON object); "
+                    "move the damaged line out of the file and run again"
+                )
+            yield record
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Return every record of a results file, progress records included."""
+    return list(iter_records(path))
+
+
 def read_results(path: Path) -> list[dict[str, Any]]:
-    """Return the records of a results file, in file order."""
-    with path.open(encoding="utf-8") as stream:
-        return [json.loads(line) for line in stream if line.strip()]
+    """Return the records of a results file in file order, without progress
+    records (`intent`, `not_placed`): outcome records and any other kind."""
+    return [record for record in iter_records(path) if not is_progress(record)]
+
+
+def is_outcome(record: dict[str, Any]) -> bool:
+    return record.get("outcome") in OUTCOMES
+
+
+def is_progress(record: dict[str, Any]) -> bool:
+    return record.get("outcome") in (INTENT, NOT_PLACED)
+
+
+@dataclass
+class RunState:
+    """What earlier invocations of one run recorded, by plan key.
+
+    `outcomes` is the last outcome record of each key. `in_flight` is the last
+    intent record of each key whose request was sent with no outcome recorded
+    after it, because the process stopped before the response came.
+    """
+
+    run_id: str
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    in_flight: dict[str, dict[str, Any]] = field(default_factory=dict)
+    first_sent_at: str | None = None
+
+
+def load_run_state(path: Path, run_id: str) -> RunState:
+    """Read the records of run `run_id` from `path` (a missing file is empty)."""
+    state = RunState(run_id)
+    if not path.exists():
+        return state
+    for record in iter_records(path):
+        if record.get("runId") != run_id:
+            continue
+        key = str(record.get("key"))
+        kind = record.get("outcome")
+        if state.first_sent_at is None and record.get("sentAt"):
+            state.first_sent_at = record["sentAt"]
+        if kind == INTENT:
+            state.in_flight[key] = record
+        elif kind == NOT_PLACED:
+            state.in_flight.pop(key, None)
+        elif kind in OUTCOMES:
+            state.in_flight.pop(key, None)
+            state.outcomes[key] = record
+    return state
+
+
+def interrupted_record(intent: dict[str, Any], message: str) -> dict[str, Any]:
+    """Return the `unknown` outcome of a request whose response never arrived."""
+    return {
+        **intent,
+        "outcome": UNKNOWN,
+        "httpStatus": None,
+        "call": None,
+        "error": {
+            "type": "interrupted",
+            "code": "in_flight",
+            "message": message,
+            "param": None,
+        },
+        "finishedAt": utc_now(),
+    }

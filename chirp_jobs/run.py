@@ -1,13 +1,23 @@
-"""The `run` entry point: settings in, a finished run's summary out."""
+"""The `run` entry point: settings in, a finished run's summary out.
+
+A run is identified by its run id. An invocation with the run id of an earlier one
+resumes it: calls with an outcome are skipped, calls that were in flight when the
+earlier invocation died are recorded `unknown`, and only the rest are placed.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
-from collections.abc import Iterable
-from dataclasses import dataclass
+import signal
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 
 import httpx
 
@@ -15,10 +25,19 @@ from .client import SANDBOX_BASE_URL, SandboxTransport, build_client
 from .errors import ConfigError
 from .jobs import Job
 from .planning import PlannedCall, iter_plan
-from .results import ResultsWriter
+from .results import (
+    FAILED,
+    ResultsWriter,
+    RunState,
+    interrupted_record,
+    load_run_state,
+)
 from .runner import (
     DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_ATTEMPTS,
     DEFAULT_RATE,
+    DEFAULT_RETRY_BUDGET,
+    DRAIN_MARGIN_SECONDS,
     RecordListener,
     Runner,
     RunSettings,
@@ -35,11 +54,25 @@ DEFAULT_RESULTS = "chirp-results/{job}.jsonl"
 # Printable ASCII only: httpx cannot send anything else in a header, and would
 # raise with a traceback once the run had started.
 _APP_KEY = re.compile(r"sk_(?:live|test)_app_[!-~]+")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+_IN_FLIGHT_AT_CRASH = (
+    "an earlier invocation of this run stopped while this request was in flight; "
+    "the call may have been placed"
+)
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
 class RunOptions:
-    """Settings of one `chirp-jobs run`. `timeout` is in seconds."""
+    """Settings of one `chirp-jobs run`. `timeout` is in seconds.
+
+    An empty `run_id` starts a new run. `retry_failed` re-places the calls an
+    earlier invocation of the run recorded as `failed`. `retry_statuses` are the
+    5xx statuses retried although the call may have been placed. `fsync` forces
+    each record to disk before the next step. `drain_seconds` is how long a stop
+    waits for requests in flight; None means the timeout plus a margin.
+    """
 
     results: Path
     base_url: str
@@ -49,6 +82,12 @@ class RunOptions:
     rate: float = DEFAULT_RATE
     concurrency: int = DEFAULT_CONCURRENCY
     run_id: str = ""
+    retry_failed: bool = False
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    retry_budget: int = DEFAULT_RETRY_BUDGET
+    retry_statuses: frozenset[int] = field(default_factory=frozenset)
+    fsync: bool = True
+    drain_seconds: float | None = None
 
     @property
     def target(self) -> str:
@@ -90,6 +129,36 @@ def new_run_id() -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
+def expand_run_id(template: str | None, job: Job) -> str:
+    """Return a new run id, or `template` with `{job}`, `{date}`, `{time}` replaced.
+
+    Raises `ConfigError` for an unknown placeholder or a character outside
+    letters, digits and `._:-`, since the run id is sent as metadata and compared
+    across invocations.
+    """
+    if not template:
+        return new_run_id()
+    run_id = expand_template(template, datetime.now().astimezone(), job.name)
+    if not _RUN_ID.fullmatch(run_id):
+        raise ConfigError(
+            f"invalid run id {run_id!r}: use 1 to 128 letters, digits, '.', '_', ':' "
+            "or '-', starting with a letter or digit"
+        )
+    return run_id
+
+
+def check_retry_statuses(statuses: Iterable[int]) -> frozenset[int]:
+    """Return the statuses if each is a 5xx, else raise `ConfigError`."""
+    chosen = frozenset(statuses)
+    for status in sorted(chosen):
+        if not 500 <= status <= 599:
+            raise ConfigError(
+                f"invalid retry status {status}: only 5xx statuses can be retried; "
+                "429 and connection failures are retried anyway"
+            )
+    return chosen
+
+
 def results_path(template: str, job: Job, run_id: str) -> Path:
     now = datetime.now().astimezone()
     return Path(expand_template(template, now, job.name, run_id))
@@ -105,7 +174,9 @@ def execute_job(
     """Check the settings, then send the job's plan and write its results.
 
     `plan` replaces the job's whole plan, for a saved plan or one shard. Raises
-    `ConfigError` before anything is sent when the key or URL is unusable.
+    `ConfigError` before anything is sent when the key or URL is unusable, and
+    `ResultsLockedError` when another process writes the results file. SIGINT and
+    SIGTERM stop the run (see `Runner.stop`) while it executes in the main thread.
     """
     if options.sandbox:
         api_key = SANDBOX_API_KEY
@@ -114,13 +185,7 @@ def execute_job(
     else:
         api_key = check_api_key(options.api_key)
         base_url = check_base_url(options.base_url)
-    settings = RunSettings(
-        job=job.name,
-        run_id=options.run_id or new_run_id(),
-        target=options.target,
-        rate=options.rate,
-        concurrency=options.concurrency,
-    )
+    settings = _run_settings(job, options)
     client = build_client(
         base_url,
         api_key,
@@ -128,6 +193,103 @@ def execute_job(
         transport=transport,
         max_connections=options.concurrency,
     )
-    with client, ResultsWriter(options.results) as writer:
-        runner = Runner(client, writer, settings, on_record=on_record)
-        return runner.execute(iter_plan(job) if plan is None else plan)
+    with client, ResultsWriter(options.results, fsync=options.fsync) as writer:
+        state = load_run_state(options.results, settings.run_id)
+        summary = RunSummary()
+        _record_in_flight(state, writer, on_record)
+        settings.elapsed_seconds = _elapsed_since(state.first_sent_at)
+        runner = Runner(client, writer, settings, on_record=on_record, summary=summary)
+        planned = iter_plan(job) if plan is None else plan
+        unfinished = _unfinished(planned, state, options.retry_failed, summary)
+        with _stop_on_signals(runner):
+            return runner.execute(unfinished)
+
+
+def _run_settings(job: Job, options: RunOptions) -> RunSettings:
+    drain = options.drain_seconds
+    if drain is None:
+        drain = options.timeout + DRAIN_MARGIN_SECONDS
+    return RunSettings(
+        job=job.name,
+        run_id=options.run_id or new_run_id(),
+        target=options.target,
+        rate=options.rate,
+        concurrency=options.concurrency,
+        max_attempts=options.max_attempts,
+        retry_budget=options.retry_budget,
+        retry_statuses=options.retry_statuses,
+        drain_seconds=drain,
+    )
+
+
+def _record_in_flight(
+    state: RunState, writer: ResultsWriter, on_record: RecordListener | None
+) -> None:
+    """Record as `unknown` each request an earlier invocation left in flight."""
+    for key, intent in sorted(state.in_flight.items()):
+        logger.warning(
+            "%s was in flight when an earlier invocation of run %s stopped; "
+            "recording it as unknown, not sending it again",
+            key,
+            state.run_id,
+        )
+        record = interrupted_record(intent, _IN_FLIGHT_AT_CRASH)
+        writer.write(record)
+        state.outcomes[key] = record
+        if on_record is not None:
+            on_record(record)
+    state.in_flight.clear()
+
+
+def _unfinished(
+    plan: Iterable[PlannedCall],
+    state: RunState,
+    retry_failed: bool,
+    summary: RunSummary,
+) -> Iterator[PlannedCall]:
+    """Yield the planned calls still to place, counting the others in `summary`.
+
+    A call whose outcome is `created` or `unknown` is never placed again, because
+    it may ring its recipient twice. A `failed` one is placed again only when
+    `retry_failed` is set.
+    """
+    for planned in plan:
+        earlier = state.outcomes.get(planned.key)
+        if earlier is None or (retry_failed and earlier["outcome"] == FAILED):
+            yield planned
+            continue
+        summary.count(earlier["outcome"])
+        summary.earlier += 1
+
+
+def _elapsed_since(first_sent_at: str | None) -> float:
+    """Return seconds since the run's first request, so offsets keep their time."""
+    if first_sent_at is None:
+        return 0.0
+    started = datetime.fromisoformat(first_sent_at.replace("Z", "+00:00"))
+    return max(0.0, (datetime.now(UTC) - started).total_seconds())
+
+
+@contextmanager
+def _stop_on_signals(runner: Runner) -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into `runner.stop` while the block runs.
+
+    Signal handlers can only be set from the main thread; elsewhere (a test
+    calling this from a worker thread) the block runs without them.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signal_number: int, frame: FrameType | None) -> None:
+        runner.stop(signal_number)
+
+    previous = {
+        number: signal.signal(number, handle)
+        for number in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

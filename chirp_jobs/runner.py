@@ -1,9 +1,11 @@
 """Execute a plan: send each planned call once, paced and concurrent, and record it.
 
 The Chirp API documents no idempotency key, so a create that may have reached the
-server is never sent again: only failures that prove the request was not processed
-(no connection was made, or the API returned 429) are retried. Everything else that
-is not a clear answer is recorded as `unknown`.
+server is never sent again. Only failures that prove the request was not processed
+(no connection was made, or the API returned 429) are retried, unless the user
+opts in to retrying chosen 5xx statuses. Everything else that is not a clear
+response is recorded as `unknown`. Before each attempt an `intent` record is
+written, so an invocation that dies mid-request leaves a trace the next one reads.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -27,9 +29,12 @@ from .planning import PlannedCall
 from .results import (
     CREATED,
     FAILED,
+    INTENT,
+    NOT_PLACED,
     UNKNOWN,
     Outcome,
     ResultsWriter,
+    interrupted_record,
     result_record,
     utc_now,
 )
@@ -40,16 +45,32 @@ logger = logging.getLogger(__name__)
 DEFAULT_RATE = 2.0
 DEFAULT_CONCURRENCY = 4
 DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_RETRY_BUDGET = 100
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 30.0
+# After 429s the pacer slows down to at most this many times its base spacing
+# between starts, then speeds up again.
+MAX_SLOWDOWN = 8
+# Extra time allowed for in-flight requests after a stop, on top of their timeout.
+DRAIN_MARGIN_SECONDS = 2.0
 
 # Errors raised before any byte of the request left this machine.
 _NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_IN_FLIGHT_AT_STOP = (
+    "the run stopped while this request was in flight; the call may have been placed"
+)
 
 
 @dataclass
 class RunSettings:
-    """Settings of the runner. `rate` is in requests per second."""
+    """Settings of the runner.
+
+    `rate` is in requests per second. `retry_budget` caps the retries of the whole
+    run. `retry_statuses` are the 5xx statuses the user accepts to retry although
+    the call may have been placed. `drain_seconds` is how long a stop waits for
+    requests in flight. `elapsed_seconds` is how long ago the run first started,
+    so a resumed run keeps the plan's offsets.
+    """
 
     job: str
     run_id: str
@@ -57,15 +78,26 @@ class RunSettings:
     rate: float = DEFAULT_RATE
     concurrency: int = DEFAULT_CONCURRENCY
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    retry_budget: int = DEFAULT_RETRY_BUDGET
+    retry_statuses: frozenset[int] = frozenset()
+    drain_seconds: float = 10.0 + DRAIN_MARGIN_SECONDS
+    elapsed_seconds: float = 0.0
 
 
 @dataclass
 class RunSummary:
-    """Outcome counts of one run."""
+    """Outcome counts of one run, earlier invocations of it included.
+
+    `earlier` counts the planned calls skipped because an earlier invocation had
+    recorded their outcome. `stopped_by` is the signal number that stopped the run.
+    """
 
     created: int = 0
     failed: int = 0
     unknown: int = 0
+    earlier: int = 0
+    retries: int = 0
+    stopped_by: int | None = None
 
     @property
     def total(self) -> int:
@@ -73,6 +105,9 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
+        # A stopped run exits as a shell reports a death by that signal: 128 + N.
+        if self.stopped_by is not None:
+            return 128 + self.stopped_by
         if self.failed or self.unknown:
             return EXIT_CALLS_NOT_CREATED
         return EXIT_OK
@@ -82,19 +117,29 @@ class RunSummary:
 
 
 class Pacer:
-    """Space request starts at least `1 / rate` seconds apart, across threads."""
+    """Space request starts at least `interval` seconds apart, across threads.
+
+    The interval starts at `1 / rate`. It doubles after a 429, once per interval,
+    so a burst of 429s for requests sent together counts once. It shrinks back by
+    10% after each success. The X-RateLimit-* headers of each response can widen
+    it, so a long run slows down before the API has to reject it.
+    """
 
     def __init__(
         self,
         rate: float,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.base_interval = 1.0 / rate if rate > 0 else 0.0
+        self.interval = self.base_interval
         self._clock = clock
         self._sleep = sleep
+        self._wall_clock = wall_clock
         self._lock = threading.Lock()
         self._next = 0.0
+        self._slowed_at: float | None = None
 
     def wait(self) -> None:
         with self._lock:
@@ -109,60 +154,171 @@ class Pacer:
         with self._lock:
             self._next = max(self._next, self._clock() + seconds)
 
+    def slow_down(self) -> None:
+        with self._lock:
+            now = self._clock()
+            if self._slowed_at is not None and now - self._slowed_at < self.interval:
+                return
+            self._slowed_at = now
+            slowest = MAX_SLOWDOWN * self.base_interval
+            self.interval = min(self.interval * 2, slowest)
+
+    def speed_up(self) -> None:
+        with self._lock:
+            self.interval = max(self.base_interval, self.interval * 0.9)
+
+    def observe_limits(self, headers: httpx.Headers) -> None:
+        """Spread the requests the API still allows over the time until its reset.
+
+        `X-RateLimit-Reset` is a Unix timestamp. With nothing remaining, nothing
+        starts before the reset.
+        """
+        remaining = _header_number(headers, "X-RateLimit-Remaining")
+        reset = _header_number(headers, "X-RateLimit-Reset")
+        if remaining is None or reset is None:
+            return
+        seconds = reset - self._wall_clock()
+        if seconds <= 0:
+            return
+        if remaining <= 0:
+            self.hold(seconds)
+            return
+        with self._lock:
+            self.interval = max(self.interval, min(seconds / remaining, 60.0))
+
+
+def _header_number(headers: httpx.Headers, name: str) -> float | None:
+    try:
+        return float(headers[name])
+    except (KeyError, ValueError):
+        return None
+
+
+class RetryBudget:
+    """A count of retries shared by every planned call of one run."""
+
+    def __init__(self, retries: int) -> None:
+        self.remaining = retries
+        self._lock = threading.Lock()
+        self._warned = False
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.remaining > 0:
+                self.remaining -= 1
+                return True
+            if not self._warned:
+                self._warned = True
+                logger.warning(
+                    "the retry budget of this run is used up: "
+                    "failures are no longer retried"
+                )
+            return False
+
 
 @dataclass
 class _Attempt:
-    outcome: str | None  # None: not sent or rejected unprocessed, so retry
+    outcome: str  # the outcome if no further attempt is made
     status: int | None = None
     call: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     retry_after: float | None = None
+    retryable: bool = False  # another attempt may be sent
+    not_placed: bool = False  # the request provably placed no call
 
 
-# Called with each results record right after it is written, from a worker thread
-# but never from two at once; progress displays use it.
+@dataclass
+class _InFlight:
+    planned: PlannedCall
+    request: dict[str, Any]
+    attempts: int
+    sent_at: str
+
+
+# Called with each outcome record right after it is written, from a worker thread
+# but never from two at once; progress displays use it. Progress records (intent,
+# not_placed) are not passed.
 RecordListener = Callable[[dict[str, Any]], None]
+
+
+class StopRequested(Exception):
+    """Raised inside a worker when the run stops before a request is sent."""
 
 
 @dataclass
 class Runner:
-    """Send planned calls through `client` and write each outcome to `writer`."""
+    """Send planned calls through `client` and write each outcome to `writer`.
+
+    `stop()` (from a signal handler, say) ends the run early: no new request is
+    sent, requests in flight get `settings.drain_seconds` to finish, and those
+    still unanswered then are recorded `unknown`.
+    """
 
     client: httpx.Client
     writer: ResultsWriter
     settings: RunSettings
     clock: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] | None = None
     on_record: RecordListener | None = None
     summary: RunSummary = field(default_factory=RunSummary)
 
     def __post_init__(self) -> None:
-        self.pacer = Pacer(self.settings.rate, self.clock, self.sleep)
+        self._stopping = threading.Event()
+        self._hurry = threading.Event()
+        # Waits end early on stop, unless a test passes its own sleep.
+        self._wait: Callable[[float], object] = self.sleep or self._stopping.wait
+        self.pacer = Pacer(self.settings.rate, self.clock, self._wait)
+        self.budget = RetryBudget(self.settings.retry_budget)
         self._write_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(self.settings.concurrency)
+        self._in_flight: dict[str, _InFlight] = {}
+        self._abandoned: set[str] = set()
+        self._closed = False
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def stop(self, signal_number: int | None = None) -> None:
+        """Stop sending; a second call also stops waiting for requests in flight."""
+        if self._stopping.is_set():
+            self._hurry.set()
+            return
+        if signal_number is not None:
+            self.summary.stopped_by = signal_number
+        self._stopping.set()
+        logger.warning(
+            "stopping: no new requests are sent; waiting up to %.0f s for those in "
+            "flight (stop again to stop waiting)",
+            self.settings.drain_seconds,
+        )
 
     def execute(self, plan: Iterable[PlannedCall]) -> RunSummary:
         """Send every planned call at or after its offset; return the counts."""
-        start = self.clock()
+        start = self.clock() - self.settings.elapsed_seconds
         # Planned calls whose offset lies ahead wait in a heap, so the calls due now
         # are not held up behind a later repeat.
         waiting: list[tuple[int, int, PlannedCall]] = []
         futures: list[Future[None]] = []
-        with ThreadPoolExecutor(self.settings.concurrency, "chirp-call") as pool:
+        pool = ThreadPoolExecutor(self.settings.concurrency, "chirp-call")
+        try:
             for order, planned in enumerate(plan):
+                if self.stopping:
+                    break
                 self._submit_due(pool, waiting, futures, start)
                 if planned.offset_seconds > self.clock() - start:
                     heapq.heappush(waiting, (planned.offset_seconds, order, planned))
                 else:
                     self._submit(pool, futures, planned)
-            while waiting:
-                offset = waiting[0][0]
-                delay = start + offset - self.clock()
+            while waiting and not self.stopping:
+                delay = start + waiting[0][0] - self.clock()
                 if delay > 0:
-                    self.sleep(delay)
+                    self._wait(delay)
                 self._submit_due(pool, waiting, futures, start)
-        for future in futures:
-            future.result()
+        finally:
+            # Calls queued but not started are left to the next invocation.
+            pool.shutdown(wait=False, cancel_futures=self.stopping)
+        self._drain(futures)
         return self.summary
 
     def _submit_due(
@@ -173,6 +329,8 @@ class Runner:
         start: float,
     ) -> None:
         while waiting and waiting[0][0] <= self.clock() - start:
+            if self.stopping:
+                return
             self._submit(pool, futures, heapq.heappop(waiting)[2])
 
     def _submit(
@@ -183,15 +341,40 @@ class Runner:
     ) -> None:
         # The semaphore keeps at most `concurrency` calls queued or in flight, so a
         # lazy plan is never read far ahead of what has been sent.
-        self._slots.acquire()
+        while not self._slots.acquire(timeout=0.1):
+            if self.stopping:
+                return
         future = pool.submit(self._place, planned)
         future.add_done_callback(lambda _: self._slots.release())
         futures.append(future)
         # Finished futures are dropped so a long run does not keep one per call.
         if len(futures) > 4 * self.settings.concurrency:
             for done in [item for item in futures if item.done()]:
-                done.result()
+                _raise_failure(done)
                 futures.remove(done)
+
+    def _drain(self, futures: list[Future[None]]) -> None:
+        """Wait for the workers; after a stop, for `drain_seconds` at most."""
+        pending = {future for future in futures if not future.done()}
+        deadline: float | None = None
+        while pending:
+            if self.stopping and deadline is None:
+                deadline = time.monotonic() + self.settings.drain_seconds
+            if deadline is not None and (
+                self._hurry.is_set() or time.monotonic() >= deadline
+            ):
+                break
+            _, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+        with self._write_lock:
+            self._closed = True
+            for key, entry in sorted(self._in_flight.items()):
+                logger.warning("%s: no response before the stop; outcome unknown", key)
+                self._write_interrupted(entry)
+                self._abandoned.add(key)
+            self._in_flight.clear()
+        for future in futures:
+            if future.done():
+                _raise_failure(future)
 
     def _place(self, planned: PlannedCall) -> None:
         request = {
@@ -201,29 +384,27 @@ class Runner:
                 RUN_METADATA: self.settings.run_id,
             },
         }
+        try:
+            outcome = self._attempt_until_final(planned, request)
+        except StopRequested:
+            return
+        self._finish(planned.key, self._record(planned, request, outcome))
+
+    def _attempt_until_final(
+        self, planned: PlannedCall, request: dict[str, Any]
+    ) -> Outcome:
         sent_at: str | None = None
         attempts = 0
         while True:
             self.pacer.wait()
             attempts += 1
-            if sent_at is None:
-                sent_at = utc_now()
+            moment = self._write_intent(planned, request, attempts)
+            sent_at = sent_at or moment
             attempt = self._send(planned.key, request)
-            if attempt.outcome is not None or attempts >= self.settings.max_attempts:
+            if not self._retries(planned, request, attempt, attempts):
                 break
-            delay = self._backoff(attempts, attempt.retry_after)
-            logger.warning(
-                "retrying %s in %.1f s (attempt %d of %d)",
-                planned.key,
-                delay,
-                attempts + 1,
-                self.settings.max_attempts,
-            )
-            if attempt.retry_after is not None:
-                self.pacer.hold(delay)
-            self.sleep(delay)
-        outcome = Outcome(
-            outcome=attempt.outcome or FAILED,
+        return Outcome(
+            outcome=attempt.outcome,
             http_status=attempt.status,
             call=attempt.call,
             error=attempt.error,
@@ -231,7 +412,106 @@ class Runner:
             sent_at=sent_at,
             finished_at=utc_now(),
         )
-        record = result_record(
+
+    def _retries(
+        self,
+        planned: PlannedCall,
+        request: dict[str, Any],
+        attempt: _Attempt,
+        attempts: int,
+    ) -> bool:
+        """Decide whether to send `planned` again, and wait before it if so."""
+        if not attempt.retryable or attempts >= self.settings.max_attempts:
+            return False
+        if self.stopping:
+            return self._give_up(planned, request, attempt, attempts)
+
+        if not self.budget.take():
+            if attempt.error is not None:
+                attempt.error["message"] = (
+                    f"{attempt.error['message']} (the run's retry budget is used up)"
+                )
+            return False
+        if attempt.not_placed:
+            self._write_not_placed(planned, request, attempt, attempts)
+
+        delay = self._backoff(attempts, attempt.retry_after)
+        logger.warning(
+            "retrying %s in %.1f s (attempt %d of %d)",
+            planned.key,
+            delay,
+            attempts + 1,
+            self.settings.max_attempts,
+        )
+        with self._write_lock:
+            self.summary.retries += 1
+        if attempt.status == 429:
+            self.pacer.slow_down()
+            self.pacer.hold(delay)
+
+        self._wait(delay)
+        if self.stopping and attempt.not_placed:
+            raise StopRequested
+        return not self.stopping
+
+    def _give_up(
+        self,
+        planned: PlannedCall,
+        request: dict[str, Any],
+        attempt: _Attempt,
+        attempts: int,
+    ) -> bool:
+        """On stop, leave a provably unplaced call for the next invocation."""
+        if attempt.not_placed:
+            self._write_not_placed(planned, request, attempt, attempts)
+            raise StopRequested
+        return False
+
+    def _write_intent(
+        self, planned: PlannedCall, request: dict[str, Any], attempts: int
+    ) -> str:
+        """Record that attempt `attempts` is about to be sent; return its time.
+
+        Raises `StopRequested` instead once the run stops, so nothing is sent
+        without its intent on record.
+        """
+        moment = utc_now()
+        intent = Outcome(INTENT, None, None, None, attempts, moment, None)
+        record = self._record(planned, request, intent)
+        with self._write_lock:
+            if self.stopping or self._closed:
+                raise StopRequested
+            self.writer.write(record)
+            self._in_flight[planned.key] = _InFlight(planned, request, attempts, moment)
+        return moment
+
+    def _write_not_placed(
+        self,
+        planned: PlannedCall,
+        request: dict[str, Any],
+        attempt: _Attempt,
+        attempts: int,
+    ) -> None:
+        progress = Outcome(
+            NOT_PLACED,
+            attempt.status,
+            None,
+            attempt.error,
+            attempts,
+            None,
+            utc_now(),
+        )
+        record = self._record(planned, request, progress)
+        with self._write_lock:
+            if self._closed or planned.key in self._abandoned:
+                return
+            self.writer.write(record)
+            self._in_flight.pop(planned.key, None)
+
+    def _record(
+        self, planned: PlannedCall, request: dict[str, Any], outcome: Outcome
+    ) -> dict[str, Any]:
+        return result_record(
             planned,
             request,
             outcome,
@@ -239,11 +519,37 @@ class Runner:
             self.settings.run_id,
             self.settings.target,
         )
+
+    def _finish(self, key: str, record: dict[str, Any]) -> None:
         with self._write_lock:
-            self.writer.write(record)
-            self.summary.count(outcome.outcome)
-            if self.on_record is not None:
-                self.on_record(record)
+            if self._closed or key in self._abandoned:
+                # The stop already recorded this call as unknown, so the late
+                # response is only logged, to drop nothing silently.
+                logger.warning(
+                    "%s: response arrived after the stop (outcome %s, call %s); "
+                    "the results file records it as unknown",
+                    key,
+                    record["outcome"],
+                    (record["call"] or {}).get("id"),
+                )
+                return
+            self._in_flight.pop(key, None)
+            self._emit(record)
+
+    def _write_interrupted(self, entry: _InFlight) -> None:
+        intent = self._record(
+            entry.planned,
+            entry.request,
+            Outcome(INTENT, None, None, None, entry.attempts, entry.sent_at, None),
+        )
+        self._emit(interrupted_record(intent, _IN_FLIGHT_AT_STOP))
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        """Write an outcome record and count it; the write lock must be held."""
+        self.writer.write(record)
+        self.summary.count(record["outcome"])
+        if self.on_record is not None:
+            self.on_record(record)
 
     def _send(self, key: str, request: dict[str, Any]) -> _Attempt:
         started = time.perf_counter()
@@ -251,7 +557,12 @@ class Runner:
             response = self.client.post("/v1/calls", json=request)
         except _NEVER_SENT as error:
             logger.warning("POST /v1/calls %s: not sent: %s", key, _describe(error))
-            return _Attempt(None, error=_transport_error(error, "not_sent"))
+            return _Attempt(
+                FAILED,
+                error=_transport_error(error, "not_sent"),
+                retryable=True,
+                not_placed=True,
+            )
         except httpx.TransportError as error:
             # The body may have reached the server, which may have placed the call.
             logger.warning(
@@ -262,7 +573,11 @@ class Runner:
         logger.info(
             "POST /v1/calls %d %.0f ms %s", response.status_code, elapsed_ms, key
         )
-        return _classify(response)
+        self.pacer.observe_limits(response.headers)
+        attempt = _classify(response, self.settings.retry_statuses)
+        if attempt.outcome == CREATED:
+            self.pacer.speed_up()
+        return attempt
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -271,7 +586,12 @@ class Runner:
         return random.uniform(ceiling / 2, ceiling)
 
 
-def _classify(response: httpx.Response) -> _Attempt:
+def _raise_failure(future: Future[None]) -> None:
+    if not future.cancelled():
+        future.result()
+
+
+def _classify(response: httpx.Response, retry_statuses: frozenset[int]) -> _Attempt:
     status = response.status_code
     body = _json_body(response)
     if 200 <= status < 300:
@@ -286,11 +606,19 @@ def _classify(response: httpx.Response) -> _Attempt:
         return _Attempt(CREATED, status, error=error)
     error = api_error(body, response.text)
     if status == 429:
-        return _Attempt(None, status, error=error, retry_after=_retry_after(response))
+        return _Attempt(
+            FAILED,
+            status,
+            error=error,
+            retry_after=_retry_after(response),
+            retryable=True,
+            not_placed=True,
+        )
     if 400 <= status < 500:
         return _Attempt(FAILED, status, error=error)
-    # 5xx (and anything unexpected): the server may have acted before failing.
-    return _Attempt(UNKNOWN, status, error=error)
+    # 5xx (and anything unexpected): the server may have acted before failing, so
+    # only the statuses the user opted in to are sent again.
+    return _Attempt(UNKNOWN, status, error=error, retryable=status in retry_statuses)
 
 
 def _json_body(response: httpx.Response) -> Any:

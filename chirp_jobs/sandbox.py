@@ -5,6 +5,12 @@ over HTTP and `chirp_jobs.client.SandboxTransport` serves it in-process to httpx
 follows the documented contract of the Chirp calling API: Bearer app keys, the
 request checks of POST /v1/calls, the error body, KSUID-shaped ids with a `test_`
 infix for test keys, X-RateLimit-* headers and a call lifecycle. It places no calls.
+
+`SandboxConfig` also injects faults: rate limits enforced with 429, 5xx answers,
+latency, refused connections, and calls created but answered late or not at all.
+Which request meets a fault is decided from the seed, the plan key in the
+request's metadata and how many requests with that key came before, so a run
+meets the same faults however its threads interleave.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import math
 import random
 import re
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -27,6 +34,7 @@ from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from .errors import ConfigError
 from .jobs import CHANNELS, KEY_METADATA
 from .schema import definition_pattern
 
@@ -54,32 +62,105 @@ _LIFECYCLE = (
 
 @dataclass
 class SandboxConfig:
-    """Behaviour of a sandbox where the Chirp documentation leaves a choice.
+    """Behaviour of a sandbox where the Chirp documentation leaves a choice, and
+    the faults it injects.
 
     `assigned_numbers` is the app's numbers; None means any `from` is assigned.
     `rate_limit` is requests per minute per key, reported in X-RateLimit-* headers
     and enforced with 429 once used up when `enforce_rate_limit` is set.
+    `rate_limit_per_second`, when set, is enforced per key with 429 and a
+    Retry-After of whole seconds (a token bucket holding one second of requests).
     `lifecycle_seconds` is how long a call takes from `initiated` to `completed`.
+
+    Faults of `POST /v1/calls`:
+    - `throttle_first`: the first N requests of each plan key get 429 with
+      `Retry-After: throttle_retry_after` (seconds).
+    - `server_error_rate`: the share of requests answered 500, 502 or 503; half
+      of them after the call was created, as a server failing mid-request would.
+    - `drop_after_create_rate`: the share for which the call is created and the
+      connection closed without an answer.
+    - `late_answer_rate`: the share for which the call is created and the answer
+      sent `late_answer_seconds` later (past the client's timeout, typically).
+    The three shares are drawn from one roll per request, so their sum must not
+    exceed 1. `latency_seconds` delays every answer. `refuse_seconds` refuses
+    connections for that long after the sandbox starts (over HTTP, the port is
+    bound but not listening; in-process, the transport raises ConnectError).
     """
 
     assigned_numbers: frozenset[str] | None = None
     rate_limit: int = 120
     enforce_rate_limit: bool = False
+    rate_limit_per_second: float | None = None
     lifecycle_seconds: float = 5.0
     seed: int | None = None
+    throttle_first: int = 0
+    throttle_retry_after: int = 2
+    server_error_rate: float = 0.0
+    drop_after_create_rate: float = 0.0
+    late_answer_rate: float = 0.0
+    late_answer_seconds: float = 3.0
+    latency_seconds: float = 0.0
+    refuse_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        shares = {
+            "server_error_rate": self.server_error_rate,
+            "drop_after_create_rate": self.drop_after_create_rate,
+            "late_answer_rate": self.late_answer_rate,
+        }
+        for name, share in shares.items():
+            if not 0.0 <= share <= 1.0:
+                raise ConfigError(f"invalid {name} {share}: use a share from 0 to 1")
+        if sum(shares.values()) > 1.0:
+            raise ConfigError(
+                "invalid fault shares: the 5xx, drop and late-answer shares add up "
+                f"to {sum(shares.values()):g}; lower them to a total of at most 1"
+            )
+        durations = {
+            "latency_seconds": self.latency_seconds,
+            "late_answer_seconds": self.late_answer_seconds,
+            "refuse_seconds": self.refuse_seconds,
+        }
+        for name, seconds in durations.items():
+            if seconds < 0:
+                raise ConfigError(f"invalid {name} {seconds}: use 0 or more")
+        if self.rate_limit_per_second is not None and self.rate_limit_per_second <= 0:
+            raise ConfigError(
+                f"invalid rate_limit_per_second {self.rate_limit_per_second}: "
+                "use a number above 0"
+            )
+
+
+# Fault kinds, as `Sandbox.injected_faults` names them.
+THROTTLED = "throttled"
+SERVER_ERROR = "server_error"
+SERVER_ERROR_AFTER_CREATE = "server_error_after_create"
+DROP_AFTER_CREATE = "drop_after_create"
+LATE_ANSWER = "late_answer"
 
 
 @dataclass
 class SandboxResponse:
+    """An answer for the transport to send: after `delay_seconds`, and only if
+    `drop` is false (else the transport closes the connection unanswered)."""
+
     status: int
     headers: dict[str, str]
     body: bytes
+    delay_seconds: float = 0.0
+    drop: bool = False
 
 
 @dataclass
 class _Window:
     start: float
     count: int = 0
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
 
 
 @dataclass
@@ -97,6 +178,10 @@ class Sandbox:
         self._lock = threading.Lock()
         self._calls: dict[str, _StoredCall] = {}
         self._windows: dict[str, _Window] = {}
+        self._buckets: dict[str, _Bucket] = {}
+        self._posts_by_key: Counter[str] = Counter()
+        self._faults: list[tuple[str, str]] = []
+        self._started = time.monotonic()
         self.request_count = 0
 
     # Inspection, for tests and `GET /_sandbox/calls` -----------------------------
@@ -112,12 +197,29 @@ class Sandbox:
             str(call["metadata"].get(KEY_METADATA)) for call in self.created_calls()
         )
 
+    def injected_faults(self) -> list[tuple[str, str]]:
+        """Return each injected fault as (kind, plan key), in order."""
+        with self._lock:
+            return list(self._faults)
+
+    def refusing_for(self) -> float:
+        """Return how many more seconds connections are refused (0: accepting)."""
+        elapsed = time.monotonic() - self._started
+        return max(0.0, self.config.refuse_seconds - elapsed)
+
     # Requests -------------------------------------------------------------------
 
     def handle(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes
     ) -> SandboxResponse:
         """Handle one HTTP request. `headers` must have lower-case names."""
+        response = self._route(method, path, headers, body)
+        response.delay_seconds += self.config.latency_seconds
+        return response
+
+    def _route(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> SandboxResponse:
         with self._lock:
             self.request_count += 1
         path = path.split("?", 1)[0]
@@ -160,15 +262,26 @@ class Sandbox:
             "X-RateLimit-Reset": str(reset),
         }
         if self.config.enforce_rate_limit and count > limit:
-            retry_after = max(1, math.ceil(reset - now))
-            headers["Retry-After"] = str(retry_after)
-            return headers, _error(
-                429,
-                "invalid_request_error",
-                f"Rate limit exceeded. Try again in {retry_after} seconds.",
-                code="rate_limit_exceeded",
-            )
+            return headers, _rate_limited(max(1, math.ceil(reset - now)))
+        per_second = self._take_token(key, time.monotonic())
+        if per_second is not None:
+            return headers, _rate_limited(per_second)
         return headers, None
+
+    def _take_token(self, key: str, now: float) -> int | None:
+        """Spend one token of the per-second limit; return Retry-After if none."""
+        rate = self.config.rate_limit_per_second
+        if rate is None:
+            return None
+        capacity = max(1.0, rate)
+        with self._lock:
+            bucket = self._buckets.setdefault(key, _Bucket(capacity, now))
+            bucket.tokens = min(capacity, bucket.tokens + (now - bucket.updated) * rate)
+            bucket.updated = now
+            if bucket.tokens >= 1.0:
+                bucket.tokens -= 1.0
+                return None
+            return max(1, math.ceil((1.0 - bucket.tokens) / rate))
 
     def _create_call(self, key: str, body: bytes) -> SandboxResponse:
         request = _parse_body(body)
@@ -177,6 +290,58 @@ class Sandbox:
         invalid = self._check_request(request)
         if invalid is not None:
             return invalid
+        fault = self._choose_fault(request)
+        if fault == THROTTLED:
+            return _rate_limited(self.config.throttle_retry_after)
+        if fault == SERVER_ERROR:
+            return self._server_error()
+        created = self._store_call(key, request)
+        if fault == SERVER_ERROR_AFTER_CREATE:
+            return self._server_error()
+        if fault == DROP_AFTER_CREATE:
+            created.drop = True
+        elif fault == LATE_ANSWER:
+            created.delay_seconds = self.config.late_answer_seconds
+        return created
+
+    def _choose_fault(self, request: dict[str, Any]) -> str | None:
+        """Pick this request's fault from the seed, its plan key and its count."""
+        metadata = request.get("metadata") or {}
+        # Requests without a plan key share one count, so they still meet faults.
+        with self._lock:
+            plan_key = str(metadata.get(KEY_METADATA, ""))
+            earlier = self._posts_by_key[plan_key]
+            self._posts_by_key[plan_key] += 1
+        fault = self._roll_fault(plan_key, earlier)
+        if fault is not None:
+            with self._lock:
+                self._faults.append((fault, plan_key))
+            logger.info("sandbox injects %s for %s", fault, plan_key)
+        return fault
+
+    def _roll_fault(self, plan_key: str, earlier: int) -> str | None:
+        config = self.config
+        if earlier < config.throttle_first:
+            return THROTTLED
+        roll = random.Random(f"{config.seed}:{plan_key}:{earlier}").random()
+        bands = (
+            (config.server_error_rate / 2, SERVER_ERROR),
+            (config.server_error_rate / 2, SERVER_ERROR_AFTER_CREATE),
+            (config.drop_after_create_rate, DROP_AFTER_CREATE),
+            (config.late_answer_rate, LATE_ANSWER),
+        )
+        for share, kind in bands:
+            if roll < share:
+                return kind
+            roll -= share
+        return None
+
+    def _server_error(self) -> SandboxResponse:
+        with self._lock:
+            status = self._random.choice((500, 502, 503))
+        return _error(status, "api_error", "The sandbox injected a server error.")
+
+    def _store_call(self, key: str, request: dict[str, Any]) -> SandboxResponse:
         test_mode = key.startswith("sk_test_")
         now = time.time()
         with self._lock:
@@ -313,6 +478,17 @@ def _bearer_key(header: str) -> str | SandboxResponse:
             401, "authentication_error", "Invalid API key", code="invalid_api_key"
         )
     return key
+
+
+def _rate_limited(retry_after: int) -> SandboxResponse:
+    response = _error(
+        429,
+        "invalid_request_error",
+        f"Rate limit exceeded. Try again in {retry_after} seconds.",
+        code="rate_limit_exceeded",
+    )
+    response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def _parse_body(body: bytes) -> dict[str, Any] | SandboxResponse:
@@ -473,6 +649,11 @@ class _Handler(BaseHTTPRequestHandler):
             response = self.server.sandbox.handle(
                 self.command, self.path, headers, body
             )
+        if response.delay_seconds:
+            time.sleep(response.delay_seconds)
+        if response.drop:
+            self.close_connection = True
+            return
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)
@@ -497,7 +678,33 @@ class SandboxServer(ThreadingHTTPServer):
 
     def __init__(self, sandbox: Sandbox, host: str, port: int) -> None:
         self.sandbox = sandbox
+        self._listening = False
         super().__init__((host, port), _Handler)
+
+    def server_activate(self) -> None:
+        # A bound socket that is not listening makes the kernel refuse connections
+        # (ECONNREFUSED), which is how `refuse_seconds` refuses them.
+        if self.sandbox.refusing_for() <= 0:
+            self._listen()
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        refusing = self.sandbox.refusing_for()
+        if refusing > 0:
+            time.sleep(refusing)
+        self._listen()
+        super().serve_forever(poll_interval)
+
+    def _listen(self) -> None:
+        if not self._listening:
+            self.socket.listen(self.request_queue_size)
+            self._listening = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up on a late answer closes its end; that is expected.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            logger.debug("sandbox: %s closed the connection early", client_address)
+            return
+        super().handle_error(request, client_address)
 
     def get_request(self) -> tuple[socket.socket, Any]:
         connection, address = super().get_request()

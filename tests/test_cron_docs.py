@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from chirp_jobs.results import read_results
+
 from .conftest import REPOSITORY, SCRIPT
 
 PREFIX = "/srv/chirp-jobs"
@@ -85,7 +87,7 @@ def test_crontab_line_runs_silently(install: Path) -> None:
     assert completed.stdout == ""
     assert completed.stderr == ""
     results = install / "chirp-results" / f"appointment-reminders-{_today()}.jsonl"
-    assert len(results.read_text().splitlines()) == 4
+    assert len(read_results(results)) == 4
 
 
 def _ini(block: str) -> configparser.ConfigParser:
@@ -119,7 +121,7 @@ def test_systemd_service_and_timer(install: Path) -> None:
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout == ""
     results = install / "chirp-results" / f"appointment-reminders-{_today()}.jsonl"
-    assert len(results.read_text().splitlines()) == 4
+    assert len(read_results(results)) == 4
 
 
 def _manifests() -> dict[str, dict[str, Any]]:
@@ -166,7 +168,7 @@ def test_kubernetes_cronjob(install: Path) -> None:
     completed = _container_run(pod, install, {})
     assert completed.returncode == 0, completed.stderr
     results = install.parent / "results" / f"appointment-reminders-{_today()}.jsonl"
-    assert len(results.read_text().splitlines()) == 4
+    assert len(read_results(results)) == 4
 
 
 def test_kubernetes_indexed_job_shards(install: Path) -> None:

@@ -179,8 +179,9 @@ def test_marker_key_appears_nowhere(
     assert "INFO chirp_jobs.refresh: GET /v1/calls/" in outputs[3].stderr
     assert marker not in results.read_text()
     assert marker not in plan.read_text()
-    # Two runs of four planned calls, then four created calls refreshed.
-    assert len(results.read_text().splitlines()) == 4 + 4 + 4
+    # Two runs of four planned calls (an intent and an outcome record each), then
+    # four created calls refreshed.
+    assert len(results.read_text().splitlines()) == 8 + 8 + 4
 
 
 def test_unusable_key_message_hides_key(

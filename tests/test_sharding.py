@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from chirp_jobs.cli import main
 from chirp_jobs.jobs import CallSpec, Job
 from chirp_jobs.planning import iter_plan
+from chirp_jobs.results import read_results
 from chirp_jobs.sharding import Shard, parse_shard, select_shard
 
 from .conftest import WriteJob
@@ -178,7 +179,7 @@ def test_run_shard_default_results_path(
     result = cli.invoke(main, ["run", "--sandbox", "--shard", "1/2", str(job)])
     assert result.exit_code == 0, result.output
     results = tmp_path / "chirp-results" / "sharded.shard-1-of-2.jsonl"
-    keys = [json.loads(line)["key"] for line in results.read_text().splitlines()]
+    keys = [record["key"] for record in read_results(results)]
     assert keys == _plan_keys(cli, job, "--shard", "1/2")
 
 

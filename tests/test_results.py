@@ -1,0 +1,110 @@
+"""The results file: torn last lines, progress records and run state."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from chirp_jobs.errors import ConfigError
+from chirp_jobs.results import (
+    ResultsWriter,
+    load_run_state,
+    read_records,
+    read_results,
+    repair_torn_tail,
+    torn_path,
+)
+
+from .conftest import TEST_KEY
+
+SCRIPT = Path(sys.executable).with_name("chirp-jobs")
+
+
+def _line(key: str, outcome: str, run_id: str = "r") -> str:
+    return json.dumps({"key": key, "runId": run_id, "outcome": outcome}) + "\n"
+
+
+def test_torn_tail_moved_aside(tmp_path: Path) -> None:
+    results = tmp_path / "results.jsonl"
+    whole = _line("a", "created") + _line("b", "intent")
+    results.write_text(whole + '{"key": "b", "outc')
+
+    assert [record["key"] for record in read_records(results)] == ["a", "b"]
+    with ResultsWriter(results, fsync=False) as writer:
+        writer.write({"key": "c", "runId": "r", "outcome": "created"})
+
+    assert results.read_text() == whole + _line("c", "created")
+    assert torn_path(results).read_text() == '{"key": "b", "outc\n'
+
+
+def test_repair_keeps_complete_file(tmp_path: Path) -> None:
+    results = tmp_path / "results.jsonl"
+    results.write_text(_line("a", "created"))
+    assert repair_torn_tail(results) == 0
+    assert results.read_text() == _line("a", "created")
+    assert not torn_path(results).exists()
+
+
+def test_repair_single_torn_line(tmp_path: Path) -> None:
+    results = tmp_path / "results.jsonl"
+    results.write_text('{"key"')
+    assert repair_torn_tail(results) == 6
+    assert results.read_text() == ""
+
+
+def test_damaged_middle_line_rejected(tmp_path: Path) -> None:
+    results = tmp_path / "results.jsonl"
+    results.write_text(_line("a", "created") + "garbage\n" + _line("b", "created"))
+    with pytest.raises(ConfigError, match=r"results\.jsonl:2: not a results record"):
+        read_records(results)
+
+
+def test_read_results_skips_progress(tmp_path: Path) -> None:
+    results = tmp_path / "results.jsonl"
+    results.write_text(
+        _line("a", "intent") + _line("a", "not_placed") + _line("a", "created")
+    )
+    assert [record["outcome"] for record in read_results(results)] == ["created"]
+
+
+def test_run_state_by_key(tmp_path: Path) -> None:
+    results = tmp_path / "results.jsonl"
+    results.write_text(
+        _line("a", "intent")
+        + _line("a", "created")
+        + _line("b", "intent")
+        + _line("c", "intent")
+        + _line("c", "not_placed")
+        + _line("d", "intent", run_id="other")
+    )
+    state = load_run_state(results, "r")
+    assert sorted(state.outcomes) == ["a"]
+    assert sorted(state.in_flight) == ["b"]
+
+
+def test_sandbox_command_injects_faults(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [str(SCRIPT), "sandbox", "--port", "0", "--throttle-first", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().split()[3]
+        body = {"from": "+15550100100", "to": "+15550100121"}
+        headers = {"Authorization": f"Bearer {TEST_KEY}"}
+        with httpx.Client(base_url=url, headers=headers) as client:
+            first = client.post("/v1/calls", json=body)
+            second = client.post("/v1/calls", json=body)
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+    assert first.status_code == 429
+    assert first.headers["Retry-After"] == "2"
+    assert second.status_code == 201
