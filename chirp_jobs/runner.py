@@ -595,15 +595,18 @@ def _classify(response: httpx.Response, retry_statuses: frozenset[int]) -> _Atte
     status = response.status_code
     body = _json_body(response)
     if 200 <= status < 300:
-        if isinstance(body, dict):
+        if isinstance(body, dict) and isinstance(body.get("id"), str):
             return _Attempt(CREATED, status, call=body)
-        # The API accepted the request, so the call exists, but without its object
-        # there is no id to look it up by.
+        # A 2xx without a call object is not the Chirp API's answer: a proxy page or
+        # a wrong --base-url looks like this. The request did reach a server, so
+        # whether a call exists is unknown, and it must not be sent again.
         error = {
             "type": "invalid_response",
-            "message": "2xx response without a call object",
+            "code": "no_call_object",
+            "message": f"HTTP {status} response without a call object",
+            "param": None,
         }
-        return _Attempt(CREATED, status, error=error)
+        return _Attempt(UNKNOWN, status, error=error)
     error = api_error(body, response.text)
     if status == 429:
         return _Attempt(

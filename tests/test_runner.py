@@ -182,6 +182,33 @@ def test_any_2xx_is_created(tmp_path: Path, write_job: WriteJob, status: int) ->
     assert {record["outcome"] for record in records} == {"created"}
 
 
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(200, text="<html>proxy login</html>"),
+        httpx.Response(201, json=[CALL]),
+        httpx.Response(201, json={"status": "initiated"}),
+        httpx.Response(204),
+    ],
+    ids=["html", "array", "no-id", "empty"],
+)
+def test_2xx_without_call_is_unknown(
+    tmp_path: Path, write_job: WriteJob, response: httpx.Response
+) -> None:
+    sent = itertools.count()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        next(sent)
+        return response
+
+    records, exit_code = _run(tmp_path, write_job, handler)
+    assert exit_code == 1
+    assert next(sent) == 3
+    assert {record["outcome"] for record in records} == {"unknown"}
+    assert records[0]["error"]["code"] == "no_call_object"  # type: ignore[index]
+    assert records[0]["call"] is None
+
+
 def test_run_over_loopback_http(
     tmp_path: Path,
     write_job: WriteJob,
