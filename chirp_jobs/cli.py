@@ -419,7 +419,7 @@ def _run_options(
     job = source.job
     run_id = expand_run_id(run_id_template, job)
     template = resolve_results_template(
-        results_template, job, source.job_path, source.shard
+        results_template, job, source.job_path, source.shard, sandbox
     )
     return RunOptions(
         results=results_path(template, job, run_id),

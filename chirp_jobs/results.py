@@ -57,6 +57,7 @@ def result_record(
     job: str,
     run_id: str,
     target: str,
+    key_mode: str,
 ) -> dict[str, Any]:
     """Return the results-file record of one outcome (fields: docs/results.md)."""
     origin = planned.origin
@@ -65,6 +66,7 @@ def result_record(
         "job": job,
         "runId": run_id,
         "target": target,
+        "keyMode": key_mode,
         "outcome": outcome.outcome,
         "httpStatus": outcome.http_status,
         "request": request,
@@ -300,15 +302,24 @@ class RunState:
     outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
     in_flight: dict[str, dict[str, Any]] = field(default_factory=dict)
     first_sent_at: str | None = None
+    other_targets: set[str] = field(default_factory=set)
 
 
-def load_run_state(path: Path, run_id: str) -> RunState:
-    """Read the records of run `run_id` from `path` (a missing file is empty)."""
+def load_run_state(path: Path, run_id: str, target: str, key_mode: str) -> RunState:
+    """Read the records of run `run_id` from `path` (a missing file is empty).
+
+    Only records sent to the same `target` with the same `key_mode` count: a
+    sandbox trial or a test-key run under the same run id placed no call that a
+    live run may skip.
+    """
     state = RunState(run_id)
     if not path.exists():
         return state
     for record in iter_records(path):
         if record.get("runId") != run_id:
+            continue
+        if (record.get("target"), record.get("keyMode")) != (target, key_mode):
+            state.other_targets.add(f"{record.get('target')} ({record.get('keyMode')})")
             continue
         key = str(record.get("key"))
         kind = record.get("outcome")

@@ -51,6 +51,8 @@ SANDBOX_TARGET = "sandbox"
 # A key the in-process sandbox accepts; it is a test key, so ids read call_test_...
 SANDBOX_API_KEY = "sk_test_app_sandbox"
 DEFAULT_RESULTS = "chirp-results/{job}.jsonl"
+# `run --sandbox` keeps its results apart from real runs unless told otherwise.
+SANDBOX_RESULTS_SUFFIX = ".sandbox"
 # Printable ASCII only: httpx cannot send anything else in a header, and would
 # raise with a traceback once the run had started.
 _APP_KEY = re.compile(r"sk_(?:live|test)_app_[!-~]+")
@@ -92,6 +94,14 @@ class RunOptions:
     @property
     def target(self) -> str:
         return SANDBOX_TARGET if self.sandbox else self.base_url
+
+    @property
+    def key_mode(self) -> str:
+        if self.sandbox:
+            return SANDBOX_TARGET
+        if self.api_key and self.api_key.startswith("sk_test_"):
+            return "test"
+        return "live"
 
 
 def check_api_key(api_key: str | None) -> str:
@@ -194,7 +204,10 @@ def execute_job(
         max_connections=options.concurrency,
     )
     with client, ResultsWriter(options.results, fsync=options.fsync) as writer:
-        state = load_run_state(options.results, settings.run_id)
+        state = load_run_state(
+            options.results, settings.run_id, settings.target, settings.key_mode
+        )
+        _warn_other_targets(state, settings)
         summary = RunSummary()
         _record_in_flight(state, writer, on_record)
         settings.elapsed_seconds = _elapsed_since(state.first_sent_at)
@@ -213,6 +226,7 @@ def _run_settings(job: Job, options: RunOptions) -> RunSettings:
         job=job.name,
         run_id=options.run_id or new_run_id(),
         target=options.target,
+        key_mode=options.key_mode,
         rate=options.rate,
         concurrency=options.concurrency,
         max_attempts=options.max_attempts,
@@ -220,6 +234,18 @@ def _run_settings(job: Job, options: RunOptions) -> RunSettings:
         retry_statuses=options.retry_statuses,
         drain_seconds=drain,
     )
+
+
+def _warn_other_targets(state: RunState, settings: RunSettings) -> None:
+    for other in sorted(state.other_targets):
+        logger.warning(
+            "run %s also has records for %s in the results file; they do not count "
+            "for %s (%s), so its planned calls are placed here too",
+            state.run_id,
+            other,
+            settings.target,
+            settings.key_mode,
+        )
 
 
 def _record_in_flight(

@@ -69,12 +69,15 @@ class RunSettings:
     run. `retry_statuses` are the 5xx statuses the user accepts to retry although
     the call may have been placed. `drain_seconds` is how long a stop waits for
     requests in flight. `elapsed_seconds` is how long ago the run first started,
-    so a resumed run keeps the plan's offsets.
+    so a resumed run keeps the plan's offsets. `key_mode` is `live`, `test` or
+    `sandbox`, recorded with `target` so a resume counts only its own target's
+    records.
     """
 
     job: str
     run_id: str
     target: str
+    key_mode: str = "live"
     rate: float = DEFAULT_RATE
     concurrency: int = DEFAULT_CONCURRENCY
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -518,6 +521,7 @@ class Runner:
             self.settings.job,
             self.settings.run_id,
             self.settings.target,
+            self.settings.key_mode,
         )
 
     def _finish(self, key: str, record: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .jobs import Job
-from .run import DEFAULT_RESULTS
+from .run import DEFAULT_RESULTS, SANDBOX_RESULTS_SUFFIX
 from .runner import DEFAULT_CONCURRENCY, DEFAULT_RATE
 from .sharding import Shard, shard_results_template
 
@@ -33,19 +33,33 @@ def resolve_setting(name: str, given: Any, job: Job) -> Any:
 
 
 def resolve_results_template(
-    given: str | None, job: Job, job_path: Path, shard: Shard | None
+    given: str | None,
+    job: Job,
+    job_path: Path,
+    shard: Shard | None,
+    sandbox: bool = False,
 ) -> str:
     """Return the results path template, before its date and run placeholders.
 
     A relative `settings.results` in a job file is relative to the job file's
     folder, so the job finds its results from any working folder. A relative
     `--results` or `CHIRP_RESULTS`, and the default, are relative to the working
-    folder, as paths on a command line are.
+    folder, as paths on a command line are. Unless `--results` or `CHIRP_RESULTS`
+    names the file, a sandbox run writes beside the real one with `.sandbox`
+    before the extension, so trials never mix with real results.
     """
     if given is not None:
         template = given
-    elif "results" in job.settings:
-        template = str(job_path.parent / job.settings["results"])
     else:
-        template = DEFAULT_RESULTS
+        if "results" in job.settings:
+            template = str(job_path.parent / job.settings["results"])
+        else:
+            template = DEFAULT_RESULTS
+        if sandbox:
+            template = _sandbox_template(template)
     return shard_results_template(template, shard)
+
+
+def _sandbox_template(template: str) -> str:
+    path = Path(template)
+    return str(path.with_name(path.stem + SANDBOX_RESULTS_SUFFIX + path.suffix))

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from chirp_jobs import __version__
 from chirp_jobs.cli import main
 from chirp_jobs.results import ResultsLock, read_results
+from chirp_jobs.sandbox import Sandbox, SandboxServer
 
 from .conftest import JOBS, REPOSITORY, TEST_KEY, WriteJob
 
@@ -293,3 +294,38 @@ def test_validate_missing_file_has_no_position(cli: CliRunner, tmp_path: Path) -
     assert result.exit_code == 2
     assert f"{path}: file not found\n" in result.output
     assert "1 problem in 1 of 1 job file" in result.output
+
+
+def test_sandbox_trial_does_not_satisfy_real_run(
+    cli: CliRunner,
+    tmp_path: Path,
+    write_job: WriteJob,
+    sandbox: Sandbox,
+    served_sandbox: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job = str(write_job(SMALL_JOB))
+    results = str(tmp_path / "shared.jsonl")
+    common = ["--rate", "100", "--results", results, "--run-id", "daily-{date}"]
+    trial = cli.invoke(main, ["run", "--sandbox", *common, job])
+    assert trial.exit_code == 0, trial.output
+    monkeypatch.setenv("CHIRP_API_KEY", TEST_KEY)
+    real = ["run", "--base-url", served_sandbox.url, *common, job]
+    first = cli.invoke(main, real)
+    assert first.exit_code == 0, first.output
+    assert len(sandbox.created_calls()) == 2
+    again = cli.invoke(main, real)
+    assert again.exit_code == 0, again.output
+    assert len(sandbox.created_calls()) == 2
+
+
+def test_sandbox_run_default_results_apart(
+    cli: CliRunner, tmp_path: Path, write_job: WriteJob, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = cli.invoke(
+        main, ["run", "--sandbox", "--rate", "100", str(write_job(SMALL_JOB))]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "chirp-results" / "cli-test.sandbox.jsonl").is_file()
+    assert not (tmp_path / "chirp-results" / "cli-test.jsonl").exists()

@@ -290,7 +290,8 @@ def test_in_flight_intent_resumed_as_unknown(
         "key": keys[0],
         "job": "intent",
         "runId": "r1",
-        "target": "x",
+        "target": "",
+        "keyMode": "test",
         "outcome": "intent",
         "httpStatus": None,
         "request": {"from": "+15550100100"},
@@ -301,8 +302,8 @@ def test_in_flight_intent_resumed_as_unknown(
         "finishedAt": None,
         "origin": {},
     }
-    results.write_text(json.dumps(intent) + "\n")
     with _serving(sandbox) as url:
+        results.write_text(json.dumps({**intent, "target": url}) + "\n")
         exit_code = _invoke(cli, _run_args(job, results, url, "--run-id", "r1"))
 
     assert exit_code == 1

@@ -25,8 +25,15 @@ from .conftest import TEST_KEY
 SCRIPT = Path(sys.executable).with_name("chirp-jobs")
 
 
-def _line(key: str, outcome: str, run_id: str = "r") -> str:
-    return json.dumps({"key": key, "runId": run_id, "outcome": outcome}) + "\n"
+def _line(key: str, outcome: str, run_id: str = "r", target: str = "sandbox") -> str:
+    record = {
+        "key": key,
+        "runId": run_id,
+        "target": target,
+        "keyMode": "sandbox",
+        "outcome": outcome,
+    }
+    return json.dumps(record) + "\n"
 
 
 def test_torn_tail_moved_aside(tmp_path: Path) -> None:
@@ -36,7 +43,7 @@ def test_torn_tail_moved_aside(tmp_path: Path) -> None:
 
     assert [record["key"] for record in read_records(results)] == ["a", "b"]
     with ResultsWriter(results, fsync=False) as writer:
-        writer.write({"key": "c", "runId": "r", "outcome": "created"})
+        writer.write(json.loads(_line("c", "created")))
 
     assert results.read_text() == whole + _line("c", "created")
     assert torn_path(results).read_text() == '{"key": "b", "outc\n'
@@ -81,10 +88,12 @@ def test_run_state_by_key(tmp_path: Path) -> None:
         + _line("c", "intent")
         + _line("c", "not_placed")
         + _line("d", "intent", run_id="other")
+        + _line("e", "created", target="https://api.example.test")
     )
-    state = load_run_state(results, "r")
+    state = load_run_state(results, "r", "sandbox", "sandbox")
     assert sorted(state.outcomes) == ["a"]
     assert sorted(state.in_flight) == ["b"]
+    assert state.other_targets == {"https://api.example.test (sandbox)"}
 
 
 def test_sandbox_command_injects_faults(tmp_path: Path) -> None:

@@ -178,7 +178,7 @@ def test_run_shard_default_results_path(
     monkeypatch.chdir(tmp_path)
     result = cli.invoke(main, ["run", "--sandbox", "--shard", "1/2", str(job)])
     assert result.exit_code == 0, result.output
-    results = tmp_path / "chirp-results" / "sharded.shard-1-of-2.jsonl"
+    results = tmp_path / "chirp-results" / "sharded.sandbox.shard-1-of-2.jsonl"
     keys = [record["key"] for record in read_results(results)]
     assert keys == _plan_keys(cli, job, "--shard", "1/2")
 

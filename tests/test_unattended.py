@@ -66,7 +66,7 @@ def test_bare_env_default_results_in_working_folder(layout: Path) -> None:
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout == ""
     assert completed.stderr == ""
-    records = read_results(elsewhere / "chirp-results" / "bare.jsonl")
+    records = read_results(elsewhere / "chirp-results" / "bare.sandbox.jsonl")
     assert [record["outcome"] for record in records] == ["created", "created"]
     assert records[0]["origin"]["file"] == "../repo/jobs/bare.yaml"
 
@@ -97,7 +97,7 @@ def test_results_precedence_flag_env_job(
     monkeypatch.chdir(layout / "elsewhere")
     job = "../repo/jobs/settled.yaml"
     cli.invoke(main, ["run", "--sandbox", job])
-    assert (layout / "repo" / "results" / "bare.jsonl").is_file()
+    assert (layout / "repo" / "results" / "bare.sandbox.jsonl").is_file()
     monkeypatch.setenv("CHIRP_RESULTS", "from-env/{job}.jsonl")
     cli.invoke(main, ["run", "--sandbox", job])
     assert (layout / "elsewhere" / "from-env" / "bare.jsonl").is_file()
