@@ -360,7 +360,7 @@ def run(
     """
     from .plan_sources import open_plan_source
     from .progress import RunWatcher
-    from .run import check_retry_statuses, execute_job
+    from .run import check_retry_statuses, check_target, execute_job
     from .sharding import check_unsharded, parse_shard
 
     shard = parse_shard(shard_text) if shard_text else None
@@ -386,11 +386,14 @@ def run(
         fsync=fsync,
         drain_seconds=drain_timeout,
     )
+    # A missing key or a bad URL is reported before the plan is printed, so the
+    # output never reads as if a run had started.
+    check_target(options)
     silent = quiet or ctx.obj["quiet"]
     show = not silent and (print_always or _is_terminal(sys.stdout))
     if show:
         _echo_plan(source.job, source.calls(), source.shard)
-        click.echo(_target_line(options.sandbox, base_url))
+        click.echo(_target_line(options))
     watcher = RunWatcher.for_stream(source.count, sys.stderr, enabled=not silent)
     try:
         summary = execute_job(
@@ -484,10 +487,16 @@ def _summary_line(summary: RunSummary, results: Path, sandbox: bool) -> str:
     )
 
 
-def _target_line(sandbox: bool, base_url: str) -> str:
-    if sandbox:
+def _target_line(options: RunOptions) -> str:
+    if options.sandbox:
         return "Target: the built-in sandbox (in-process, no network, no real calls)"
-    return f"Target: {base_url} (real calls)"
+    if options.key_mode == "test":
+        # What the Chirp API does with calls made with a test key is not documented.
+        return (
+            f"Target: {options.base_url} with a test key (sk_test_app_...); "
+            "test-mode calls may still ring"
+        )
+    return f"Target: {options.base_url} with a live key: real, billed calls"
 
 
 @main.command()

@@ -134,6 +134,13 @@ def check_base_url(base_url: str) -> str:
     return base_url.rstrip("/")
 
 
+def check_target(options: RunOptions) -> None:
+    """Raise `ConfigError` now if the key or URL would stop the run before sending."""
+    if not options.sandbox:
+        check_api_key(options.api_key)
+        check_base_url(options.base_url)
+
+
 def new_run_id() -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{secrets.token_hex(3)}"

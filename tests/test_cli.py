@@ -329,3 +329,15 @@ def test_sandbox_run_default_results_apart(
     assert result.exit_code == 0, result.output
     assert (tmp_path / "chirp-results" / "cli-test.sandbox.jsonl").is_file()
     assert not (tmp_path / "chirp-results" / "cli-test.jsonl").exists()
+
+
+def test_missing_key_reported_before_plan(
+    cli: CliRunner, tmp_path: Path, write_job: WriteJob, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CHIRP_API_KEY", raising=False)
+    args = ["run", "--print", "--results", str(tmp_path / "r.jsonl")]
+    result = cli.invoke(main, [*args, str(write_job(SMALL_JOB))])
+    assert result.exit_code == 4
+    assert "CHIRP_API_KEY" in result.output
+    assert "planned calls" not in result.output
+    assert "Target:" not in result.output
