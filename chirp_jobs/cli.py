@@ -431,6 +431,8 @@ def _run_options(
         sandbox=sandbox,
         timeout=resolve_setting("timeout", timeout, job),
         rate=resolve_setting("rate", rate, job),
+        # A rate the user chose is a ceiling; the default follows the API's limit.
+        follow_rate_limit=rate is None and "rate" not in job.settings,
         concurrency=resolve_setting("concurrency", concurrency, job),
         run_id=run_id,
     )

@@ -90,6 +90,7 @@ class RunOptions:
     retry_statuses: frozenset[int] = field(default_factory=frozenset)
     fsync: bool = True
     drain_seconds: float | None = None
+    follow_rate_limit: bool = False
 
     @property
     def target(self) -> str:
@@ -234,6 +235,7 @@ def _run_settings(job: Job, options: RunOptions) -> RunSettings:
         run_id=options.run_id or new_run_id(),
         target=options.target,
         key_mode=options.key_mode,
+        follow_rate_limit=options.follow_rate_limit,
         rate=options.rate,
         concurrency=options.concurrency,
         max_attempts=options.max_attempts,

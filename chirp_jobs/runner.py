@@ -51,6 +51,9 @@ BACKOFF_CAP_SECONDS = 30.0
 # After 429s the pacer slows down to at most this many times its base spacing
 # between starts, then speeds up again.
 MAX_SLOWDOWN = 8
+# With no --rate given, a run paces at this share of the X-RateLimit-Limit the API
+# reports.
+LIMIT_SHARE = 0.98
 # Extra time allowed for in-flight requests after a stop, on top of their timeout.
 DRAIN_MARGIN_SECONDS = 2.0
 
@@ -71,13 +74,15 @@ class RunSettings:
     requests in flight. `elapsed_seconds` is how long ago the run first started,
     so a resumed run keeps the plan's offsets. `key_mode` is `live`, `test` or
     `sandbox`, recorded with `target` so a resume counts only its own target's
-    records.
+    records. With `follow_rate_limit`, the rate follows the X-RateLimit-Limit the
+    API reports, up or down; without it, the headers can only slow the run.
     """
 
     job: str
     run_id: str
     target: str
     key_mode: str = "live"
+    follow_rate_limit: bool = False
     rate: float = DEFAULT_RATE
     concurrency: int = DEFAULT_CONCURRENCY
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -134,8 +139,16 @@ class Pacer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] = time.sleep,
         wall_clock: Callable[[], float] = time.time,
+        follow_limit: bool = False,
     ) -> None:
         self.base_interval = 1.0 / rate if rate > 0 else 0.0
+        self.follow_limit = follow_limit
+        # Set once the first response has reported the API's limit. Until then a
+        # run that follows the limit sends only its first request, so the others
+        # are spaced by the reported limit rather than the default guess.
+        self._limit_known = threading.Event()
+        self._first_sent = False
+        self._last_slot = 0.0
         self.interval = self.base_interval
         self._clock = clock
         self._sleep = sleep
@@ -145,9 +158,16 @@ class Pacer:
         self._slowed_at: float | None = None
 
     def wait(self) -> None:
+        if self.follow_limit and not self._limit_known.is_set():
+            with self._lock:
+                first = not self._first_sent
+                self._first_sent = True
+            if not first:
+                self._limit_known.wait(timeout=self.base_interval)
         with self._lock:
             now = self._clock()
             slot = max(now, self._next)
+            self._last_slot = slot
             self._next = slot + self.interval
         if slot > now:
             self._sleep(slot - now)
@@ -176,6 +196,8 @@ class Pacer:
         `X-RateLimit-Reset` is a Unix timestamp. With nothing remaining, nothing
         starts before the reset.
         """
+        if self.follow_limit:
+            self._follow(_header_number(headers, "X-RateLimit-Limit"))
         remaining = _header_number(headers, "X-RateLimit-Remaining")
         reset = _header_number(headers, "X-RateLimit-Reset")
         if remaining is None or reset is None:
@@ -188,6 +210,25 @@ class Pacer:
             return
         with self._lock:
             self.interval = max(self.interval, min(seconds / remaining, 60.0))
+
+    def _follow(self, limit: float | None) -> None:
+        # X-RateLimit-Limit counts requests a minute, as the Chirp docs give it
+        # (120 for app keys). Pacing a little under it leaves room for timing
+        # jitter, so a steady run is not answered 429.
+        if limit is None or not 0 < limit < float("inf"):
+            self._limit_known.set()
+            return
+        base = 60.0 / (limit * LIMIT_SHARE)
+        with self._lock:
+            self.base_interval = base
+            if self._slowed_at is None:
+                self.interval = base
+                self._next = min(self._next, self._last_slot + base)
+            else:
+                # After a 429 the run keeps its slower pace and recovers by
+                # speed_up, within the usual bound.
+                self.interval = max(base, min(self.interval, MAX_SLOWDOWN * base))
+        self._limit_known.set()
 
 
 def _header_number(headers: httpx.Headers, name: str) -> float | None:
@@ -270,7 +311,12 @@ class Runner:
         self._hurry = threading.Event()
         # Waits end early on stop, unless a test passes its own sleep.
         self._wait: Callable[[float], object] = self.sleep or self._stopping.wait
-        self.pacer = Pacer(self.settings.rate, self.clock, self._wait)
+        self.pacer = Pacer(
+            self.settings.rate,
+            self.clock,
+            self._wait,
+            follow_limit=self.settings.follow_rate_limit,
+        )
         self.budget = RetryBudget(self.settings.retry_budget)
         self._write_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(self.settings.concurrency)

@@ -255,6 +255,11 @@ class Sandbox:
             window.count += 1
             count = window.count
         limit = self.config.rate_limit
+        per_second = self.config.rate_limit_per_second
+        if per_second is not None:
+            # The headers count a minute, as the Chirp docs do, so a per-second
+            # limit is reported as its minute's worth.
+            limit = max(limit, math.ceil(per_second * 60))
         reset = int(window_start + 60)
         headers = {
             "X-RateLimit-Limit": str(limit),

@@ -424,3 +424,29 @@ def test_in_process_sandbox_faults(
     assert {record["outcome"] for record in records} == {outcome}
     assert {(record["error"] or {}).get("code") for record in records} == {code}
     assert set(sandbox.count_by_key().values()) == {1}
+
+
+def test_pacer_follows_reported_limit() -> None:
+    from chirp_jobs.runner import LIMIT_SHARE, Pacer
+
+    pacer = Pacer(2.0, follow_limit=True, wall_clock=lambda: 1_000.0)
+    pacer.observe_limits(
+        httpx.Headers(
+            {
+                "X-RateLimit-Limit": "1200",
+                "X-RateLimit-Remaining": "1199",
+                "X-RateLimit-Reset": "1060",
+            }
+        )
+    )
+    assert pacer.base_interval == pytest.approx(60 / (1200 * LIMIT_SHARE))
+    assert pacer.interval == pytest.approx(pacer.base_interval)
+
+
+def test_pacer_with_chosen_rate_ignores_limit() -> None:
+    from chirp_jobs.runner import Pacer
+
+    pacer = Pacer(2.0, wall_clock=lambda: 1_000.0)
+    pacer.observe_limits(httpx.Headers({"X-RateLimit-Limit": "1200"}))
+    assert pacer.base_interval == 0.5
+    assert pacer.interval == 0.5
