@@ -61,3 +61,9 @@ class ResultsLockedError(ChirpJobsError):
     """Another process has locked the results file, so nothing was sent."""
 
     exit_code = EXIT_LOCKED
+
+
+class ResultsWriteError(ChirpJobsError):
+    """The results file stopped taking records during a run."""
+
+    exit_code = EXIT_CALLS_NOT_CREATED

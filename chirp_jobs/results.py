@@ -19,7 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from .errors import ConfigError, ResultsLockedError
+from .errors import ConfigError, ResultsLockedError, ResultsWriteError
+from .logs import redact
 from .planning import PlannedCall
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,13 @@ def _unwritable(path: Path, error: OSError) -> ConfigError:
     )
 
 
+def _locked(holder: str, name: str) -> ResultsLockedError:
+    return ResultsLockedError(
+        f"another run (process {holder}) is writing {name}; "
+        "wait for it to finish, or use another --results file"
+    )
+
+
 def lock_path(results: Path) -> Path:
     return results.with_name(results.name + ".lock")
 
@@ -109,7 +117,12 @@ class ResultsLock:
     def acquire(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            stream = self.path.open("a+", encoding="utf-8")
+            # O_NOFOLLOW: a symlink planted at the lock path must not make the
+            # lock truncate the file it points to.
+            descriptor = os.open(
+                self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
+            )
+            stream = os.fdopen(descriptor, "a+", encoding="utf-8")
         except OSError as error:
             raise _unwritable(self.path, error) from None
         try:
@@ -118,10 +131,7 @@ class ResultsLock:
             stream.seek(0)
             holder = stream.read().strip() or "unknown"
             stream.close()
-            raise ResultsLockedError(
-                f"another run (process {holder}) is writing {self.path.name[:-5]}; "
-                "wait for it to finish, or use another --results file"
-            ) from None
+            raise _locked(holder, self.path.name[:-5]) from None
         stream.seek(0)
         stream.truncate()
         stream.write(f"{os.getpid()}\n")
@@ -157,11 +167,19 @@ class ResultsWriter:
         try:
             repair_torn_tail(self.path)
             self._descriptor = os.open(
-                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
             )
         except OSError as error:
             self._lock.release()
             raise _unwritable(self.path, error) from None
+        # The sidecar lock is found by name, so a symlink or hard link to the same
+        # results file, or a deleted sidecar, would slip past it. The file itself
+        # is locked too, which holds for every name it has.
+        try:
+            fcntl.flock(self._descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.close()
+            raise _locked("unknown", self.path.name) from None
         return self
 
     def __exit__(
@@ -175,14 +193,26 @@ class ResultsWriter:
     def write(self, record: dict[str, Any]) -> None:
         if self._descriptor is None:
             raise RuntimeError("ResultsWriter.write called outside its with block")
-        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        # An API that echoes the key (in an error message, say) must not put it in
+        # a file that is kept and shared, so keys are redacted from every line.
+        line = redact(json.dumps(record, ensure_ascii=False))
+        data = (line + "\n").encode("utf-8")
         # One write(2) of the whole line: with O_APPEND the kernel appends it in one
         # piece, so only a crash inside that call can leave a torn line.
         view = memoryview(data)
-        while view:
-            view = view[os.write(self._descriptor, view) :]
-        if self.fsync:
-            os.fsync(self._descriptor)
+        try:
+            while view:
+                view = view[os.write(self._descriptor, view) :]
+            if self.fsync:
+                os.fsync(self._descriptor)
+        except OSError as error:
+            # The record is logged whole, so an outcome the file could not take
+            # (disk full, say) is still on stderr for whoever reads the run.
+            logger.critical("cannot write %s (%s); record: %s", self.path, error, line)
+            raise ResultsWriteError(
+                f"cannot write {self.path}: {error.strerror}; the run stopped, and "
+                "the record it could not write is in the log above"
+            ) from None
 
     def close(self) -> None:
         if self._descriptor is not None:
