@@ -7,6 +7,7 @@ do not pay for httpx, the planner or the runner.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -37,6 +38,26 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 # Lines written to stdout per write by `plan` and `run`.
 _ECHO_BATCH = 1000
+
+# Bounds of time and rate options: an hour per request or wait, and far more
+# requests a second than any API allows.
+MAX_SECONDS = 3600.0
+MAX_RATE = 1_000_000.0
+
+
+class FiniteFloat(click.FloatRange):
+    """A float range that also rejects nan and inf, which compare false to bounds."""
+
+    name = "float"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
 
 _job_argument = click.argument(
     "job", type=click.Path(path_type=Path, dir_okay=False), metavar="JOB"
@@ -250,13 +271,13 @@ def _plan_total(planned: int, calls: int) -> str:
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0.1),
+    type=FiniteFloat(min=0.1, max=MAX_SECONDS),
     envvar="CHIRP_TIMEOUT",
     help="Timeout of each request, in seconds (env CHIRP_TIMEOUT; default 10).",
 )
 @click.option(
     "--rate",
-    type=click.FloatRange(min=0.01),
+    type=FiniteFloat(min=0.01, max=MAX_RATE),
     envvar="CHIRP_RATE",
     help="Requests started per second, at most (env CHIRP_RATE; default 2).",
 )
@@ -313,7 +334,7 @@ def _plan_total(planned: int, calls: int) -> str:
 )
 @click.option(
     "--drain-timeout",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0, max=MAX_SECONDS),
     default=None,
     help="Seconds to wait for requests in flight after Ctrl-C or SIGTERM. "
     "Default: --timeout plus 2.",
@@ -396,9 +417,7 @@ def run(
         click.echo(_target_line(options))
     watcher = RunWatcher.for_stream(source.count, sys.stderr, enabled=not silent)
     try:
-        summary = execute_job(
-            source.job, options, on_record=watcher, plan=source.calls()
-        )
+        summary = execute_job(source.job, options, on_record=watcher, plan=source.calls)
     finally:
         watcher.close()
     _echo_summary(summary, options, show)
@@ -526,7 +545,7 @@ def _target_line(options: RunOptions) -> str:
 )
 @click.option(
     "--rate",
-    type=click.FloatRange(min=0.01),
+    type=FiniteFloat(min=0.01, max=MAX_RATE),
     envvar="CHIRP_RATE",
     default=2.0,
     show_default=True,
@@ -534,7 +553,7 @@ def _target_line(options: RunOptions) -> str:
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0.1),
+    type=FiniteFloat(min=0.1, max=MAX_SECONDS),
     envvar="CHIRP_TIMEOUT",
     default=10.0,
     show_default=True,
@@ -614,7 +633,7 @@ def _refresh(results: Any, base_url: str, rate: float, timeout: float) -> None:
 )
 @click.option(
     "--rate-limit-per-second",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=None,
     help="Enforce this many requests per second per key, with 429 and Retry-After.",
 )
@@ -641,7 +660,7 @@ def _refresh(results: Any, base_url: str, rate: float, timeout: float) -> None:
 )
 @click.option(
     "--server-error-rate",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloat(0, 1),
     default=0.0,
     show_default=True,
     help="Share of POST /v1/calls that get 500, 502 or 503 (half of them after "
@@ -649,7 +668,7 @@ def _refresh(results: Any, base_url: str, rate: float, timeout: float) -> None:
 )
 @click.option(
     "--drop-after-create-rate",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloat(0, 1),
     default=0.0,
     show_default=True,
     help="Share of POST /v1/calls that create the call, then close the connection "
@@ -657,7 +676,7 @@ def _refresh(results: Any, base_url: str, rate: float, timeout: float) -> None:
 )
 @click.option(
     "--late-answer-rate",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloat(0, 1),
     default=0.0,
     show_default=True,
     help="Share of POST /v1/calls that create the call, then respond after "
@@ -665,21 +684,21 @@ def _refresh(results: Any, base_url: str, rate: float, timeout: float) -> None:
 )
 @click.option(
     "--late-answer-seconds",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=3.0,
     show_default=True,
     help="Delay of late responses, in seconds.",
 )
 @click.option(
     "--latency",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=0.0,
     show_default=True,
     help="Delay added to every response, in seconds.",
 )
 @click.option(
     "--refuse-seconds",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=0.0,
     show_default=True,
     help="Refuse connections for this many seconds after starting.",

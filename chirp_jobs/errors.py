@@ -63,6 +63,12 @@ class ResultsLockedError(ChirpJobsError):
     exit_code = EXIT_LOCKED
 
 
+class PlanChangedError(ChirpJobsError):
+    """A resumed run's plan no longer matches what the run recorded."""
+
+    exit_code = EXIT_INVALID
+
+
 class ResultsWriteError(ChirpJobsError):
     """The results file stopped taking records during a run."""
 

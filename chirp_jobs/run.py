@@ -12,7 +12,7 @@ import re
 import secrets
 import signal
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +22,7 @@ from types import FrameType
 import httpx
 
 from .client import SANDBOX_BASE_URL, SandboxTransport, build_client
-from .errors import ConfigError
+from .errors import ConfigError, PlanChangedError
 from .jobs import Job
 from .planning import PlannedCall, iter_plan
 from .results import (
@@ -187,11 +187,12 @@ def execute_job(
     options: RunOptions,
     transport: httpx.BaseTransport | None = None,
     on_record: RecordListener | None = None,
-    plan: Iterable[PlannedCall] | None = None,
+    plan: Callable[[], Iterable[PlannedCall]] | None = None,
 ) -> RunSummary:
     """Check the settings, then send the job's plan and write its results.
 
-    `plan` replaces the job's whole plan, for a saved plan or one shard. Raises
+    `plan` returns the plan to run in place of the job's whole plan, for a saved
+    plan or one shard; it is called again when a resume checks the plan. Raises
     `ConfigError` before anything is sent when the key or URL is unusable, and
     `ResultsLockedError` when another process writes the results file. SIGINT and
     SIGTERM stop the run (see `Runner.stop`) while it executes in the main thread.
@@ -216,12 +217,13 @@ def execute_job(
             options.results, settings.run_id, settings.target, settings.key_mode
         )
         _warn_other_targets(state, settings)
+        make_plan = plan or (lambda: iter_plan(job))
+        _check_same_plan(state, make_plan(), options.results)
         summary = RunSummary()
         _record_in_flight(state, writer, on_record)
         settings.elapsed_seconds = _elapsed_since(state.first_sent_at)
         runner = Runner(client, writer, settings, on_record=on_record, summary=summary)
-        planned = iter_plan(job) if plan is None else plan
-        unfinished = _unfinished(planned, state, options.retry_failed, summary)
+        unfinished = _unfinished(make_plan(), state, options.retry_failed, summary)
         with _stop_on_signals(runner):
             return runner.execute(unfinished)
 
@@ -297,11 +299,39 @@ def _unfinished(
         summary.earlier += 1
 
 
+def _check_same_plan(
+    state: RunState, plan: Iterable[PlannedCall], results: Path
+) -> None:
+    """Raise `PlanChangedError` if the run recorded calls that this plan lacks.
+
+    Keys follow the request bodies, so an edited job gives its edited calls new
+    keys. Resuming would then place them again, ringing people the run already
+    rang, so the resume is refused.
+    """
+    recorded = set(state.outcomes) | set(state.in_flight)
+    if not recorded:
+        return
+    stray = recorded - {planned.key for planned in plan}
+    if stray:
+        raise PlanChangedError(
+            f"run {state.run_id} in {results} recorded {len(stray)} calls that are "
+            f"not in this plan (such as {min(stray)}): the job changed since the "
+            "run started, and resuming would place the changed calls again. Restore "
+            "the job to finish the run, or use a new --run-id to place the job as "
+            "it is now"
+        )
+
+
 def _elapsed_since(first_sent_at: str | None) -> float:
     """Return seconds since the run's first request, so offsets keep their time."""
-    if first_sent_at is None:
+    if not isinstance(first_sent_at, str):
         return 0.0
-    started = datetime.fromisoformat(first_sent_at.replace("Z", "+00:00"))
+    try:
+        started = datetime.fromisoformat(first_sent_at.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
     return max(0.0, (datetime.now(UTC) - started).total_seconds())
 
 

@@ -54,6 +54,10 @@ MAX_SLOWDOWN = 8
 # With no --rate given, a run paces at this share of the X-RateLimit-Limit the API
 # reports.
 LIMIT_SHARE = 0.98
+# The longest a run waits because the API asked (Retry-After, or no requests
+# remaining until X-RateLimit-Reset). A longer request is read as this, so a wrong
+# header cannot hold a run for hours; the next 429 asks again.
+MAX_WAIT_SECONDS = 300.0
 # Extra time allowed for in-flight requests after a stop, on top of their timeout.
 DRAIN_MARGIN_SECONDS = 2.0
 
@@ -203,9 +207,15 @@ class Pacer:
         if remaining is None or reset is None:
             return
         seconds = reset - self._wall_clock()
-        if seconds <= 0:
+        if not 0 < seconds < float("inf"):
             return
+        seconds = min(seconds, MAX_WAIT_SECONDS)
         if remaining <= 0:
+            logger.warning(
+                "the API reports no requests remaining; waiting %.0f s for its "
+                "X-RateLimit-Reset",
+                seconds,
+            )
             self.hold(seconds)
             return
         with self._lock:
@@ -619,6 +629,15 @@ class Runner:
                 "POST /v1/calls %s: outcome unknown: %s", key, _describe(error)
             )
             return _Attempt(UNKNOWN, error=_transport_error(error, "no_response"))
+        except (httpx.HTTPError, ValueError, RecursionError, OverflowError) as error:
+            # Raised after the request went out: a body that cannot be decoded, or
+            # a response too odd to read. The call may exist, so it is unknown.
+            logger.warning(
+                "POST /v1/calls %s: unreadable response, outcome unknown: %s",
+                key,
+                _describe(error),
+            )
+            return _Attempt(UNKNOWN, error=_unreadable_error(error))
         elapsed_ms = (time.perf_counter() - started) * 1000
         logger.info(
             "POST /v1/calls %d %.0f ms %s", response.status_code, elapsed_ms, key
@@ -677,7 +696,7 @@ def _classify(response: httpx.Response, retry_statuses: frozenset[int]) -> _Atte
 def _json_body(response: httpx.Response) -> Any:
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
@@ -700,18 +719,30 @@ def api_error(body: Any, text: str) -> dict[str, Any]:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
+    """Return the 429's Retry-After in seconds, at most `MAX_WAIT_SECONDS`."""
     value = response.headers.get("Retry-After")
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        seconds = moment.timestamp() - time.time()
+    if seconds != seconds:
         return None
-    return max(0.0, moment.timestamp() - time.time())
+    return min(MAX_WAIT_SECONDS, max(0.0, seconds))
+
+
+def _unreadable_error(error: Exception) -> dict[str, Any]:
+    return {
+        "type": "invalid_response",
+        "code": "unreadable_response",
+        "message": _describe(error)[:500],
+        "param": None,
+    }
 
 
 def _transport_error(error: httpx.TransportError, code: str) -> dict[str, Any]:

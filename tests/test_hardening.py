@@ -6,8 +6,12 @@ import json
 import os
 import resource
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
+import pytest
 from click.testing import CliRunner
 
 from chirp_jobs.cli import main
@@ -109,3 +113,98 @@ def test_echoed_key_redacted_in_results(tmp_path: Path, write_job: WriteJob) -> 
     assert TEST_KEY not in results.read_text()
     record = json.loads(results.read_text())
     assert record["error"]["message"] == "bad key sk_[REDACTED]"
+
+
+def test_resume_after_job_edit_refused(
+    tmp_path: Path,
+    write_job: WriteJob,
+    sandbox: Sandbox,
+    served_sandbox: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CHIRP_API_KEY", TEST_KEY)
+    job = write_job(_job(3))
+    args = [
+        "run",
+        "--base-url",
+        served_sandbox.url,
+        "--rate",
+        "100",
+        "--results",
+        str(tmp_path / "r.jsonl"),
+        "--run-id",
+        "daily",
+    ]
+    first = CliRunner().invoke(main, [*args, str(job)])
+    assert first.exit_code == 0, first.output
+    job.write_text(
+        job.read_text().replace(
+            "name: hardening",
+            "name: hardening\ndefaults:\n  metadata: {campaign: spring}",
+        )
+    )
+    again = CliRunner().invoke(main, [*args, str(job)])
+    assert again.exit_code == 2
+    assert "the job changed since the run started" in again.output
+    assert len(sandbox.created_calls()) == 3
+
+
+def _unknown_for(
+    tmp_path: Path, write_job: WriteJob, respond: Callable[[], httpx.Response]
+) -> dict[str, Any]:
+    from .test_runner import _run
+
+    records, exit_code = _run(tmp_path, write_job, lambda request: respond())
+    assert exit_code == 1
+    assert {record["outcome"] for record in records} == {"unknown"}
+    return records[0]
+
+
+def test_undecodable_body_is_unknown(tmp_path: Path, write_job: WriteJob) -> None:
+    def respond() -> httpx.Response:
+        return httpx.Response(
+            201,
+            headers={"Content-Encoding": "gzip"},
+            stream=httpx.ByteStream(b"not gzip at all"),
+        )
+
+    record = _unknown_for(tmp_path, write_job, respond)
+    assert record["error"]["code"] == "unreadable_response"
+
+
+def test_deeply_nested_body_is_unknown(tmp_path: Path, write_job: WriteJob) -> None:
+    record = _unknown_for(
+        tmp_path, write_job, lambda: httpx.Response(201, content=b"[" * 200_000)
+    )
+    assert record["error"]["code"] == "no_call_object"
+
+
+def test_huge_retry_after_is_capped() -> None:
+    from chirp_jobs.runner import MAX_WAIT_SECONDS, _retry_after
+
+    for value in ("inf", "1e12", "Fri, 01 Jan 2100 00:00:00 GMT"):
+        response = httpx.Response(429, headers={"Retry-After": value})
+        assert _retry_after(response) == MAX_WAIT_SECONDS, value
+    assert _retry_after(httpx.Response(429, headers={"Retry-After": "nan"})) is None
+    assert _retry_after(httpx.Response(429, headers={"Retry-After": "-5"})) == 0.0
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e300"])
+def test_non_finite_timeout_rejected(
+    value: str, tmp_path: Path, write_job: WriteJob
+) -> None:
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--sandbox",
+            "--timeout",
+            value,
+            "--results",
+            str(tmp_path / "r.jsonl"),
+            str(write_job(_job(1))),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "--timeout" in result.output
+    assert not (tmp_path / "r.jsonl").exists()
