@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +141,34 @@ def _checked_plan(plan_path: Path, document: dict[str, Any]) -> SavedPlan:
         )
     job = load_job(job_path, job_display)
     shard = _saved_shard(document["settings"]["shard"])
-    return SavedPlan(job, job_path, shard, list(_planned_calls(document["calls"])))
+    calls = list(_planned_calls(document["calls"]))
+    _check_matches_job(calls, select_shard(iter_plan(job), shard), plan_path, again)
+    return SavedPlan(job, job_path, shard, calls)
+
+
+def _check_matches_job(
+    calls: list[PlannedCall],
+    expanded: Iterator[PlannedCall],
+    plan_path: Path,
+    again: str,
+) -> None:
+    """Raise `StalePlanError` unless `calls` are exactly the job's expansion.
+
+    The fingerprint only shows that the plan file is as written, and anyone who
+    edits the file can compute it again. Expanding the unchanged job file once more
+    and comparing call by call is what makes the saved plan trustworthy: a call the
+    job does not describe, or a key twice, is never sent.
+    """
+    for index, (saved, fresh) in enumerate(zip_longest(calls, expanded)):
+        if saved is None or fresh is None or _identity(saved) != _identity(fresh):
+            raise StalePlanError(
+                f"plan does not match its job file: call {index} of {plan_path} "
+                f"differs from what the job expands to; {again}"
+            )
+
+
+def _identity(planned: PlannedCall) -> tuple[Any, ...]:
+    return planned.key, planned.request, planned.offset_seconds
 
 
 def _read_document(plan_path: Path) -> dict[str, Any]:

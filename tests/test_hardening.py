@@ -208,3 +208,25 @@ def test_non_finite_timeout_rejected(
     assert result.exit_code == 2
     assert "--timeout" in result.output
     assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_forged_saved_plan_rejected(tmp_path: Path, write_job: WriteJob) -> None:
+    from chirp_jobs import saved_plans
+
+    job = write_job(_job(2))
+    plan = tmp_path / "plan.json"
+    made = CliRunner().invoke(main, ["plan", str(job), "-o", str(plan)])
+    assert made.exit_code == 0, made.output
+    document = json.loads(plan.read_text())
+    document["calls"][0]["request"]["to"] = "+19995550000"
+    document["calls"].append(document["calls"][1])
+    inputs = {key: document[key] for key in ("job", "toolVersion", "settings")}
+    document["fingerprint"] = saved_plans._fingerprint(inputs, document["calls"])
+    plan.write_text(json.dumps(document))
+    results = tmp_path / "r.jsonl"
+    result = CliRunner().invoke(
+        main, ["run", "--sandbox", "--results", str(results), str(plan)]
+    )
+    assert result.exit_code == 2
+    assert "plan does not match its job file" in result.output
+    assert not results.exists()
