@@ -196,7 +196,8 @@ def plan(
     from .sharding import parse_shard, select_shard
     from .validation import load_job
 
-    shard = parse_shard(shard_text) if shard_text else None
+    _reject_empty_environment()
+    shard = parse_shard(shard_text) if shard_text is not None else None
     loaded = load_job(job)
     if output is not None:
         write_plan(job, output, loaded, shard)
@@ -224,6 +225,20 @@ def _echo_plan(job: Job, planned: Iterable[PlannedCall], shard: Shard | None) ->
         )
     for line in totals.lines():
         click.echo(line)
+
+
+def _reject_empty_environment() -> None:
+    """Raise `ConfigError` for a CHIRP_* variable that is set but empty.
+
+    click reads an empty variable as unset and falls back to the default, so an
+    empty CHIRP_SHARD would place every call on every host, and an empty
+    CHIRP_BASE_URL would send to the production API.
+    """
+    from .errors import ConfigError
+
+    for name in ("CHIRP_SHARD", "CHIRP_BASE_URL", "CHIRP_RESULTS"):
+        if os.environ.get(name) == "":
+            raise ConfigError(f"{name} is set but empty; give it a value or unset it")
 
 
 def _echo_lines(lines: Iterable[str]) -> None:
@@ -384,7 +399,8 @@ def run(
     from .run import check_retry_statuses, check_target, execute_job
     from .sharding import check_unsharded, parse_shard
 
-    shard = parse_shard(shard_text) if shard_text else None
+    _reject_empty_environment()
+    shard = parse_shard(shard_text) if shard_text is not None else None
     source = open_plan_source(job, shard)
     if source.shard is None:
         check_unsharded()

@@ -52,7 +52,7 @@ def iter_plan_table(plan: Iterable[PlannedCall]) -> Iterator[str]:
     rows = (_plan_row(planned) for planned in plan)
     sample = list(islice(rows, _WIDTH_SAMPLE))
     widths = [
-        max(len(column), *(len(row[i]) for row in sample))
+        max([len(column), *(len(row[i]) for row in sample)])
         for i, column in enumerate(PLAN_COLUMNS)
     ]
     yield _table_line(PLAN_COLUMNS, widths)

@@ -24,6 +24,7 @@ import httpx
 from .client import SANDBOX_BASE_URL, SandboxTransport, build_client
 from .errors import ConfigError, PlanChangedError
 from .jobs import Job
+from .loading import JOB_FILE_SUFFIXES
 from .planning import PlannedCall, iter_plan
 from .results import (
     FAILED,
@@ -127,7 +128,16 @@ def check_api_key(api_key: str | None) -> str:
 
 
 def check_base_url(base_url: str) -> str:
-    url = httpx.URL(base_url)
+    try:
+        url = httpx.URL(base_url)
+    except httpx.InvalidURL as error:
+        raise ConfigError(f"invalid base URL {base_url!r}: {error}") from None
+    if url.userinfo:
+        # Never echo it: the part before @ may be a key.
+        raise ConfigError(
+            "invalid base URL: it contains a user name or password; the key goes in "
+            "CHIRP_API_KEY, and the URL needs only the scheme and host"
+        )
     if url.scheme not in ("http", "https") or not url.host:
         raise ConfigError(
             f"invalid base URL {base_url!r}: use http:// or https:// and a host name"
@@ -178,8 +188,21 @@ def check_retry_statuses(statuses: Iterable[int]) -> frozenset[int]:
 
 
 def results_path(template: str, job: Job, run_id: str) -> Path:
+    """Return the results file of a run, or raise `ConfigError` for a bad path."""
     now = datetime.now().astimezone()
-    return Path(expand_template(template, now, job.name, run_id))
+    text = expand_template(template, now, job.name, run_id)
+    path = Path(text)
+    if not text.strip() or not path.name or path.name in (".", "..") or path.is_dir():
+        raise ConfigError(
+            f"invalid results file {text!r}: name a file, such as "
+            "chirp-results/{job}.jsonl"
+        )
+    if path.suffix.lower() in JOB_FILE_SUFFIXES:
+        raise ConfigError(
+            f"invalid results file {text!r}: it ends like a job file; results are "
+            "JSON lines, such as chirp-results/{job}.jsonl"
+        )
+    return path
 
 
 def execute_job(

@@ -83,6 +83,13 @@ def _fingerprint(inputs: dict[str, Any], calls: list[dict[str, Any]]) -> str:
 
 def write_plan(job_path: Path, plan_path: Path, job: Job, shard: Shard | None) -> int:
     """Write the saved plan; return its number of planned calls."""
+    if plan_path.suffix.lower() != ".json":
+        # `run` tells a saved plan from a job file by its extension, and a job
+        # file given by mistake must not be overwritten.
+        raise ChirpJobsError(
+            f"invalid plan file {plan_path}: saved plans end in .json, such as "
+            f"{plan_path.with_suffix('.json').name}"
+        )
     document = plan_document(job_path, plan_path, job, shard)
     text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
     try:

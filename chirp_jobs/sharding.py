@@ -16,7 +16,8 @@ from .planning import PlannedCall
 COMPLETION_INDEX_VARIABLE = "JOB_COMPLETION_INDEX"
 AUTO_INDEX = "auto"
 MAX_SHARDS = 10_000
-_SHARD = re.compile(r"(\d+|auto)/(\d+)")
+# ASCII digits only, and few of them: \d would also take "²" or Arabic-Indic digits.
+_SHARD = re.compile(r"([0-9]{1,9}|auto)/([0-9]{1,9})")
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def check_unsharded(environ: Mapping[str, str] = os.environ) -> None:
 
 def _completion_index(environ: Mapping[str, str]) -> str:
     value = environ.get(COMPLETION_INDEX_VARIABLE, "")
-    if not value.isdigit():
+    if not re.fullmatch(r"[0-9]{1,9}", value):
         raise ChirpJobsError(
             f"--shard auto/N needs {COMPLETION_INDEX_VARIABLE} set to a whole number "
             f"(a Kubernetes Indexed Job sets it); it is {value!r}"

@@ -230,3 +230,88 @@ def test_forged_saved_plan_rejected(tmp_path: Path, write_job: WriteJob) -> None
     assert result.exit_code == 2
     assert "plan does not match its job file" in result.output
     assert not results.exists()
+
+
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        ("CHIRP_SHARD", "CHIRP_SHARD is set but empty"),
+        ("CHIRP_BASE_URL", "CHIRP_BASE_URL is set but empty"),
+    ],
+)
+def test_empty_variable_rejected(
+    variable: str,
+    message: str,
+    tmp_path: Path,
+    write_job: WriteJob,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(variable, "")
+    monkeypatch.setenv("CHIRP_API_KEY", TEST_KEY)
+    results = tmp_path / "r.jsonl"
+    result = CliRunner().invoke(
+        main, ["run", "--results", str(results), str(write_job(_job(1)))]
+    )
+    assert result.exit_code == 4
+    assert message in result.output
+    assert not results.exists()
+
+
+@pytest.mark.parametrize("results", [".", "", "/", "job.yaml"])
+def test_bad_results_path_rejected(
+    results: str, tmp_path: Path, write_job: WriteJob, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    job = write_job(_job(1))
+    before = job.read_text()
+    result = CliRunner().invoke(
+        main, ["run", "--sandbox", "--results", results, str(job)]
+    )
+    assert result.exit_code == 4
+    assert "invalid results file" in result.output
+    assert job.read_text() == before
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://user:sk_test_app_zz@127.0.0.1:9", "user name or password"),
+        ("http://127.0.0.1:abc", "Invalid port"),
+    ],
+)
+def test_bad_base_url_rejected(
+    url: str, message: str, write_job: WriteJob, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHIRP_API_KEY", TEST_KEY)
+    result = CliRunner().invoke(
+        main, ["run", "--base-url", url, str(write_job(_job(1)))]
+    )
+    assert result.exit_code == 4
+    assert message in result.output
+    assert "sk_test_app_zz" not in result.output
+
+
+def test_plan_output_must_be_json(write_job: WriteJob) -> None:
+    job = write_job(_job(1))
+    before = job.read_text()
+    result = CliRunner().invoke(main, ["plan", str(job), "-o", str(job)])
+    assert result.exit_code == 2
+    assert "saved plans end in .json" in result.output
+    assert job.read_text() == before
+
+
+def test_empty_shard_prints_empty_table(write_job: WriteJob) -> None:
+    result = CliRunner().invoke(
+        main, ["plan", "--shard", "0/10", str(write_job(_job(1)))]
+    )
+    assert result.exit_code == 0, result.output
+    assert "0 planned calls in shard 0/10" in result.output
+
+
+@pytest.mark.parametrize("shard", ["", "0/²", "0/" + "9" * 5000, "²/3"])
+def test_bad_shard_rejected(shard: str, write_job: WriteJob) -> None:
+    result = CliRunner().invoke(
+        main, ["plan", "--shard", shard, str(write_job(_job(1)))]
+    )
+    assert result.exit_code == 2
+    assert "invalid shard" in result.output
