@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .api_keys import api_key_problems
+from .api_keys import api_key_message, api_key_problems, iter_api_key_paths
 from .errors import JobFileError, Problem
 from .loading import Document, FieldPath
 from .schema import definition_pattern, job_validator, property_limit
@@ -63,6 +63,11 @@ class Job:
 def build_job(document: Document) -> Job:
     """Validate a parsed job file and return the job, or raise `JobFileError`."""
     problems = api_key_problems(document.path, document.text)
+    if not problems:
+        problems = [
+            document.problem(path, api_key_message())
+            for path in iter_api_key_paths(document.data)
+        ]
     problems += _plus_number_problems(document)
     schema_problems = _first_per_field(
         [_schema_problem(document, error) for error in _schema_errors(document)]
