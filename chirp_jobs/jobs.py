@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -263,6 +264,15 @@ def address_problem(address: str, channel: str) -> str | None:
 
 
 def _e164_hint(address: str) -> str:
+    foreign = next((char for char in address if not char.isascii()), None)
+    if foreign is not None:
+        # Full-width plus signs, Arabic-Indic digits and invisible direction marks
+        # look right on screen but are not E.164.
+        name = unicodedata.name(foreign, "an invisible character")
+        return (
+            f"it contains U+{ord(foreign):04X} ({name}); type it with an ASCII + "
+            "and the digits 0-9 only"
+        )
     if not address.startswith("+") and any(char.isalpha() for char in address):
         return (
             "phone numbers contain digits only; if this is a WebRTC identity, set "

@@ -136,6 +136,9 @@ def _file_error(
 
 def _read_text(path: Path, shown: str) -> str:
     try:
+        # A FIFO or device named like a job file would block or never end.
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise _file_error(shown, "not a regular file; give the job file itself")
         with path.open("rb") as stream:
             raw = stream.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:

@@ -82,17 +82,27 @@ def _recipient_path(
 
 
 def iter_job_files(paths: Iterable[Path]) -> Iterator[Path]:
-    """Yield the given files, and the job files found in the given folders, sorted."""
+    """Yield the given files, and the job files found in the given folders, sorted.
+
+    Inside a folder, hidden folders and files (`.git`, `.venv`, `.github`) are
+    skipped: they hold tools' files, not jobs.
+    """
     for path in paths:
         if path.is_dir():
             found = (
                 item
                 for item in path.rglob("*")
-                if item.is_file() and item.suffix.lower() in JOB_FILE_SUFFIXES
+                if item.is_file()
+                and item.suffix.lower() in JOB_FILE_SUFFIXES
+                and not _is_hidden(item.relative_to(path))
             )
             yield from sorted(found)
         else:
             yield path
+
+
+def _is_hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
 
 
 def validate_paths(paths: Iterable[Path]) -> tuple[int, list[Problem]]:

@@ -315,3 +315,21 @@ def test_bad_shard_rejected(shard: str, write_job: WriteJob) -> None:
     )
     assert result.exit_code == 2
     assert "invalid shard" in result.output
+
+
+def test_validate_fifo_does_not_hang(tmp_path: Path) -> None:
+    fifo = tmp_path / "job.yaml"
+    os.mkfifo(fifo)
+    result = CliRunner().invoke(main, ["validate", str(fifo)])
+    assert result.exit_code == 2
+    assert f"{fifo}: not a regular file" in result.output
+
+
+def test_validate_folder_skips_hidden(tmp_path: Path, write_job: WriteJob) -> None:
+    write_job(_job(1), "job.yaml")
+    hidden = tmp_path / ".github" / "workflows"
+    hidden.mkdir(parents=True)
+    (hidden / "ci.yaml").write_text("on: push\n")
+    result = CliRunner().invoke(main, ["validate", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "1 job file valid" in result.output
