@@ -294,7 +294,8 @@ def _plan_total(planned: int, calls: int) -> str:
     "--rate",
     type=FiniteFloat(min=0.01, max=MAX_RATE),
     envvar="CHIRP_RATE",
-    help="Requests started per second, at most (env CHIRP_RATE; default 2).",
+    help="Requests started per second, at most (env CHIRP_RATE). Default: 2, "
+    "then 98% of the X-RateLimit-Limit the API reports.",
 )
 @click.option(
     "--concurrency",
