@@ -8,6 +8,7 @@ that provably placed no call. A later invocation of the same run reads them back
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -150,8 +151,8 @@ class ResultsWriter:
 
     A record is handed to the operating system before `write` returns, so a crash
     of chirp-jobs, `kill -9` included, loses no record already written. With
-    `fsync` set, each record is also forced to the disk before `write` returns, so
-    a power loss or kernel crash loses none either. The writer holds the results
+    `fsync` set, `sync` forces the records to the disk (the runner calls it after
+    each intent) and `close` does so once more. The writer holds the results
     file's lock from `__enter__` to `__exit__`, and repairs a torn last line left
     by an earlier crash once it holds the lock.
     """
@@ -203,8 +204,6 @@ class ResultsWriter:
         try:
             while view:
                 view = view[os.write(self._descriptor, view) :]
-            if self.fsync:
-                os.fsync(self._descriptor)
         except OSError as error:
             # The record is logged whole, so an outcome the file could not take
             # (disk full, say) is still on stderr for whoever reads the run.
@@ -214,8 +213,28 @@ class ResultsWriter:
                 "the record it could not write is in the log above"
             ) from None
 
+    def sync(self) -> None:
+        """Force every record written so far to the disk, when `fsync` is set.
+
+        The runner calls it after each intent and before sending, outside its
+        lock, so the fsyncs of concurrent workers overlap instead of queueing.
+        Outcome records reach the disk with the next sync or at `close`.
+        """
+        descriptor = self._descriptor
+        if not self.fsync or descriptor is None:
+            return
+        try:
+            os.fsync(descriptor)
+        except OSError as error:
+            raise ResultsWriteError(
+                f"cannot write {self.path}: {error.strerror}; the run stopped"
+            ) from None
+
     def close(self) -> None:
         if self._descriptor is not None:
+            if self.fsync:
+                with contextlib.suppress(OSError):
+                    os.fsync(self._descriptor)
             os.close(self._descriptor)
             self._descriptor = None
         self._lock.release()

@@ -542,6 +542,9 @@ class Runner:
                 raise StopRequested
             self.writer.write(record)
             self._in_flight[planned.key] = _InFlight(planned, request, attempts, moment)
+        # The intent must be on the disk before the request leaves, or a power loss
+        # could hide a placed call from the resume.
+        self.writer.sync()
         return moment
 
     def _write_not_placed(
