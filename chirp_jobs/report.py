@@ -233,9 +233,9 @@ def _check_is_results_file(
     count = results.unreadable - unreadable
     if count:
         raise ChirpJobsError(
-            f"{path} does not look like a results file: none of its lines is a "
-            f"results record and {count:,} are unreadable; give a JSON-lines file "
-            "that `chirp-jobs run` wrote"
+            f"invalid results file {path}: none of its lines is a results record "
+            f"and {count:,} are unreadable, so it does not look like a results "
+            "file; give a JSON-lines file that `chirp-jobs run` wrote"
         )
 
 
@@ -349,7 +349,8 @@ def _unreadable_lines(report: dict[str, Any]) -> Iterator[str]:
     count = report["unreadableLines"]
     if not count:
         return
-    yield f"Skipped {count:,} unreadable lines (not JSON or not a usable record):"
+    noun = "line" if count == 1 else "lines"
+    yield f"Skipped {count:,} unreadable {noun} (not JSON or not a usable record):"
     for line in report["unreadable"]:
         yield f"  {line['file']}:{line['line']}: {line['reason']}"
     if count > len(report["unreadable"]):

@@ -150,10 +150,29 @@ def test_report_job_file_exit_2(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr == (
-        f"{job} does not look like a results file: none of its lines is a results "
-        "record and 3 are unreadable; give a JSON-lines file that `chirp-jobs run` "
-        "wrote\n"
+        f"error: invalid results file {job}: none of its lines is a results record "
+        "and 3 are unreadable, so it does not look like a results file; give a "
+        "JSON-lines file that `chirp-jobs run` wrote\n"
     )
+
+
+def test_report_relative_job_file_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(tmp_path / "job.yaml", ["version: 1"])
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["report", "job.yaml"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: invalid results file job.yaml: ")
+
+
+def test_report_table_one_unreadable_line(tmp_path: Path) -> None:
+    path = _write(tmp_path / "r.jsonl", [json.dumps(_record()), "{torn"])
+    result = CliRunner().invoke(main, ["report", str(path)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[-2] == "Skipped 1 unreadable line (not JSON or not a usable record):"
+    assert lines[-1] == f"  {path}:2: not JSON"
 
 
 def test_report_empty_file_reads_zero(tmp_path: Path) -> None:
