@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from .report import CALL_STATE, Results, call_id_of
+from .report import CALL_STATE, Outcome, Results
 from .results import CREATED, ResultsWriter, utc_now
 from .runner import Pacer, api_error
 
@@ -41,7 +41,7 @@ def refresh_states(
     for source, records in _created_by_file(results).items():
         with ResultsWriter(Path(source)) as writer:
             for record in records:
-                if str(record.get("target", "")).rstrip("/") != target.rstrip("/"):
+                if (record.target or "").rstrip("/") != target.rstrip("/"):
                     counts.other_target += 1
                     continue
                 pacer.wait()
@@ -55,22 +55,22 @@ def refresh_states(
     return counts
 
 
-def _created_by_file(results: Results) -> dict[str, list[dict[str, Any]]]:
-    by_file: dict[str, list[dict[str, Any]]] = {}
-    for plan_call, record in results.outcomes.items():
-        if record["outcome"] == CREATED and call_id_of(record) is not None:
-            by_file.setdefault(results.sources[plan_call], []).append(record)
+def _created_by_file(results: Results) -> dict[str, list[Outcome]]:
+    by_file: dict[str, list[Outcome]] = {}
+    for outcome in results.outcomes.values():
+        if outcome.outcome == CREATED and outcome.call_id is not None:
+            by_file.setdefault(outcome.source, []).append(outcome)
     return by_file
 
 
-def _fetch_state(client: httpx.Client, record: dict[str, Any]) -> dict[str, Any]:
-    call_id = str(call_id_of(record))
+def _fetch_state(client: httpx.Client, record: Outcome) -> dict[str, Any]:
+    call_id = str(record.call_id)
     path = f"/v1/calls/{call_id}"
-    key = record.get("key")
+    key = record.key
     state: dict[str, Any] = {
         "type": CALL_STATE,
         "key": key,
-        "runId": record.get("runId"),
+        "runId": record.run_id,
         "callId": call_id,
         "status": None,
         "httpStatus": None,

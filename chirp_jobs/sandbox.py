@@ -34,7 +34,7 @@ from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ChirpJobsError, ConfigError
 from .jobs import CHANNELS, KEY_METADATA
 from .schema import definition_pattern
 
@@ -49,6 +49,9 @@ _MAX_BODY_BYTES = 1024 * 1024
 # The limits of http.client, which http.server applies to request headers.
 _MAX_HEADER_LINE_BYTES = 65536
 _MAX_HEADERS = 100
+# Seconds the HTTP server waits for each read or write on a connection before it
+# closes the connection, so idle or half-sent connections do not hold a thread.
+READ_TIMEOUT_SECONDS = 30.0
 
 # The states of a sandbox call, each with its start as a fraction of
 # `SandboxConfig.lifecycle_seconds` after creation.
@@ -497,13 +500,31 @@ def _rate_limited(retry_after: int) -> SandboxResponse:
 
 
 def _parse_body(body: bytes) -> dict[str, Any] | SandboxResponse:
+    # NaN, Infinity and numbers too large for a float are not JSON (RFC 8259), and
+    # echoing them back would make the response body invalid JSON. Nesting deeper
+    # than the interpreter's recursion limit raises RecursionError.
     try:
-        request = json.loads(body or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        request = json.loads(
+            body or b"null",
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+        )
+    except (ValueError, RecursionError):
         return _invalid("request body is not valid JSON", "invalid_json", None)
     if not isinstance(request, dict):
         return _invalid("request body must be a JSON object", "invalid_json", None)
     return request
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is out of range for a float")
+    return number
 
 
 def _invalid(message: str, code: str, param: str | None) -> SandboxResponse:
@@ -637,10 +658,29 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers")
         return None
 
+    def setup(self) -> None:
+        super().setup()
+        # A read or write that times out raises TimeoutError, which
+        # handle_one_request() catches by closing the connection.
+        self.connection.settimeout(self.server.read_timeout)
+
     def _serve(self) -> None:
         length_text = self.headers.get("Content-Length") or "0"
         length = int(length_text) if length_text.isdigit() else -1
-        if length < 0:
+        if "Transfer-Encoding" in self.headers:
+            # The body's end cannot be found without decoding the chunks, so the
+            # connection is closed rather than read as the next request.
+            response = _error(
+                501,
+                "invalid_request_error",
+                "Transfer-Encoding is not supported; send the body with Content-Length",
+                code="transfer_encoding_not_supported",
+            )
+            logger.info(
+                "sandbox rejects Transfer-Encoding from %s", self.client_address
+            )
+            self.close_connection = True
+        elif length < 0:
             response = _invalid(
                 f"invalid Content-Length {length_text!r}", "invalid_request", None
             )
@@ -681,8 +721,22 @@ class SandboxServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, sandbox: Sandbox, host: str, port: int) -> None:
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        host: str,
+        port: int,
+        read_timeout: float = READ_TIMEOUT_SECONDS,
+    ) -> None:
+        # An empty host binds every interface (0.0.0.0), which exposes the sandbox
+        # to the network, so it is rejected and 0.0.0.0 must be given explicitly.
+        if not host:
+            raise ChirpJobsError(
+                "invalid host '': give an address to listen on, such as 127.0.0.1 "
+                "(or 0.0.0.0 for every interface)"
+            )
         self.sandbox = sandbox
+        self.read_timeout = read_timeout
         self._listening = False
         super().__init__((host, port), _Handler)
 
