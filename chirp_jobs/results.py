@@ -206,7 +206,7 @@ class ResultsWriter:
                 view = view[os.write(self._descriptor, view) :]
         except OSError as error:
             # The record is logged whole, so an outcome the file could not take
-            # (disk full, say) is still on stderr for whoever reads the run.
+            # (disk full, say) is still in the run's stderr.
             logger.critical("cannot write %s (%s); record: %s", self.path, error, line)
             raise ResultsWriteError(
                 f"cannot write {self.path}: {error.strerror}; the run stopped, and "

@@ -52,7 +52,7 @@ SANDBOX_TARGET = "sandbox"
 # A key the in-process sandbox accepts; it is a test key, so ids read call_test_...
 SANDBOX_API_KEY = "sk_test_app_sandbox"
 DEFAULT_RESULTS = "chirp-results/{job}.jsonl"
-# `run --sandbox` keeps its results apart from real runs unless told otherwise.
+# `run --sandbox` keeps its results apart from real runs unless a path is given.
 SANDBOX_RESULTS_SUFFIX = ".sandbox"
 # Printable ASCII only: httpx cannot send anything else in a header, and would
 # raise with a traceback once the run had started.

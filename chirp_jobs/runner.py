@@ -224,7 +224,7 @@ class Pacer:
     def _follow(self, limit: float | None) -> None:
         # X-RateLimit-Limit counts requests a minute, as the Chirp docs give it
         # (120 for app keys). Pacing a little under it leaves room for timing
-        # jitter, so a steady run is not answered 429.
+        # jitter, so a steady run gets no 429.
         if limit is None or not 0 < limit < float("inf"):
             self._limit_known.set()
             return
@@ -669,7 +669,7 @@ def _classify(response: httpx.Response, retry_statuses: frozenset[int]) -> _Atte
     if 200 <= status < 300:
         if isinstance(body, dict) and isinstance(body.get("id"), str):
             return _Attempt(CREATED, status, call=body)
-        # A 2xx without a call object is not the Chirp API's answer: a proxy page or
+        # A 2xx without a call object is not a Chirp API response: a proxy page or
         # a wrong --base-url looks like this. The request did reach a server, so
         # whether a call exists is unknown, and it must not be sent again.
         error = {

@@ -84,7 +84,7 @@ def _fingerprint(inputs: dict[str, Any], calls: list[dict[str, Any]]) -> str:
 def write_plan(job_path: Path, plan_path: Path, job: Job, shard: Shard | None) -> int:
     """Write the saved plan; return its number of planned calls."""
     if plan_path.suffix.lower() != ".json":
-        # `run` tells a saved plan from a job file by its extension, and a job
+        # `run` distinguishes a saved plan from a job file by its extension, and a job
         # file given by mistake must not be overwritten.
         raise ChirpJobsError(
             f"invalid plan file {plan_path}: saved plans end in .json, such as "
