@@ -13,6 +13,7 @@ import fcntl
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -162,6 +163,12 @@ class ResultsWriter:
         self.fsync = fsync
         self._lock = ResultsLock(path)
         self._descriptor: int | None = None
+        # Group commit: records written and records known to be on the disk, so
+        # one fsync covers every worker whose intent was written before it began.
+        self._sync_state = threading.Condition()
+        self._written = 0
+        self._synced = 0
+        self._syncing = False
 
     def __enter__(self) -> ResultsWriter:
         self._lock.acquire()
@@ -204,6 +211,8 @@ class ResultsWriter:
         try:
             while view:
                 view = view[os.write(self._descriptor, view) :]
+            with self._sync_state:
+                self._written += 1
         except OSError as error:
             # The record is logged whole, so an outcome the file could not take
             # (disk full, say) is still in the run's stderr.
@@ -217,18 +226,37 @@ class ResultsWriter:
         """Force every record written so far to the disk, when `fsync` is set.
 
         The runner calls it after each intent and before sending, outside its
-        lock, so the fsyncs of concurrent workers overlap instead of queueing.
-        Outcome records reach the disk with the next sync or at `close`.
+        lock. Workers that arrive while an fsync runs wait for it and share the
+        next one, so concurrent intents cost one fsync, not one each. Outcome
+        records reach the disk with the next sync or at `close`.
         """
         descriptor = self._descriptor
         if not self.fsync or descriptor is None:
             return
+        with self._sync_state:
+            target = self._written
+            while self._synced < target:
+                if self._syncing:
+                    self._sync_state.wait()
+                    continue
+                self._fsync_unlocked(descriptor)
+
+    def _fsync_unlocked(self, descriptor: int) -> None:
+        """Run one fsync with `_sync_state` released; called with it held."""
+        covered = self._written
+        self._syncing = True
+        self._sync_state.release()
         try:
             os.fsync(descriptor)
         except OSError as error:
             raise ResultsWriteError(
                 f"cannot write {self.path}: {error.strerror}; the run stopped"
             ) from None
+        finally:
+            self._sync_state.acquire()
+            self._syncing = False
+            self._sync_state.notify_all()
+        self._synced = max(self._synced, covered)
 
     def close(self) -> None:
         if self._descriptor is not None:
