@@ -34,8 +34,8 @@ def _plan_row(planned: PlannedCall) -> tuple[str, ...]:
         for name, value in request["metadata"].items()
         if name != KEY_METADATA
     }
-    # Metadata is shown whole, because reviewers approve exactly what is sent; it is
-    # the last column, so a long value does not push the others apart.
+    # Metadata is printed whole, because reviewers approve exactly what is sent. It
+    # is the last column, so a long value does not push the others apart.
     shown = json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))
     return (
         planned.key,

@@ -215,7 +215,7 @@ def execute_job(
     """Check the settings, then send the job's plan and write its results.
 
     `plan` returns the plan to run in place of the job's whole plan, for a saved
-    plan or one shard; it is called again when a resume checks the plan. Raises
+    plan or one shard. It is called once more when a resume checks the plan. Raises
     `ConfigError` before anything is sent when the key or URL is unusable, and
     `ResultsLockedError` when another process writes the results file. SIGINT and
     SIGTERM stop the run (see `Runner.stop`) while it executes in the main thread.

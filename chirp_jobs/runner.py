@@ -54,9 +54,9 @@ MAX_SLOWDOWN = 8
 # With no --rate given, a run paces at this share of the X-RateLimit-Limit the API
 # reports.
 LIMIT_SHARE = 0.98
-# The longest a run waits because the API asked (Retry-After, or no requests
-# remaining until X-RateLimit-Reset). A longer request is read as this, so a wrong
-# header cannot hold a run for hours; the next 429 asks again.
+# The maximum wait the API can impose through Retry-After, or through no requests
+# remaining until X-RateLimit-Reset. A longer wait is cut to this, so a wrong header
+# cannot hold a run for hours, and the next 429 requests a new wait.
 MAX_WAIT_SECONDS = 300.0
 # Extra time allowed for in-flight requests after a stop, on top of their timeout.
 DRAIN_MARGIN_SECONDS = 2.0

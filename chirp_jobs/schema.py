@@ -53,7 +53,7 @@ def strict_validator() -> Any:
 
     # jsonschema counts 2.0 as an integer, as the specification allows; a job file
     # with `repeat: 2.0` is more likely a mistake than a count, so floats are
-    # rejected where the schema asks for an integer.
+    # rejected where the schema requires an integer.
     type_checker = Draft202012Validator.TYPE_CHECKER.redefine(
         "integer", lambda _checker, value: type(value) is int
     )

@@ -7,7 +7,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +20,9 @@ from chirp_jobs.cli import main
 from chirp_jobs.results import ResultsLock, read_results
 from chirp_jobs.sandbox import Sandbox, SandboxServer
 
-from .conftest import JOBS, REPOSITORY, TEST_KEY, WriteJob
+from .conftest import JOBS, REPOSITORY, SCRIPT, TEST_KEY, WriteJob
 
 CALL_ID = re.compile(r"^call_(?:test_)?[a-zA-Z0-9]{27}$")
-SCRIPT = Path(sys.executable).with_name("chirp-jobs")
 SMALL_JOB = """
 version: 1
 name: cli-test

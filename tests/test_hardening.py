@@ -17,9 +17,7 @@ from click.testing import CliRunner
 from chirp_jobs.cli import main
 from chirp_jobs.sandbox import Sandbox, SandboxServer
 
-from .conftest import TEST_KEY, WriteJob
-
-SCRIPT = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "chirp-jobs"
+from .conftest import SCRIPT, TEST_KEY, WriteJob
 
 
 def _job(count: int) -> str:

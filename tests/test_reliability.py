@@ -8,7 +8,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -34,9 +33,8 @@ from chirp_jobs.sandbox import (
 )
 from chirp_jobs.validation import load_job
 
-from .conftest import WriteJob
+from .conftest import SCRIPT, WriteJob
 
-SCRIPT = Path(sys.executable).with_name("chirp-jobs")
 FAKE_KEY = "sk_test_app_fake123"
 # High enough that the X-RateLimit-Remaining header never makes the runner wait for
 # the next minute, unless a test is about rate limits.

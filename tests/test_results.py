@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -20,9 +19,7 @@ from chirp_jobs.results import (
     torn_path,
 )
 
-from .conftest import TEST_KEY
-
-SCRIPT = Path(sys.executable).with_name("chirp-jobs")
+from .conftest import SCRIPT, TEST_KEY
 
 
 def _line(key: str, outcome: str, run_id: str = "r", target: str = "sandbox") -> str:
