@@ -7,6 +7,7 @@ import time
 import httpx
 
 from . import __version__
+from .plain_http import PlainHTTPTransport, plain_http_applies
 from .sandbox import Sandbox, SandboxResponse
 
 DEFAULT_BASE_URL = "https://api.buildwithchirp.com"
@@ -58,8 +59,12 @@ def build_client(
     """Return a client with the key, timeouts and pool size a run needs.
 
     `transport` replaces the network: tests and `run --sandbox` pass a
-    `SandboxTransport` or an `httpx.MockTransport`.
+    `SandboxTransport` or an `httpx.MockTransport`. Without one, `http://`
+    targets go through `PlainHTTPTransport` and `https://` ones through httpx's
+    own transport.
     """
+    if transport is None and plain_http_applies(base_url):
+        transport = PlainHTTPTransport(max_connections)
     limits = httpx.Limits(
         max_connections=max_connections, max_keepalive_connections=max_connections
     )

@@ -1,0 +1,364 @@
+"""A lean HTTP/1.1 transport for `http://` targets, written on plain sockets.
+
+httpx's own transport spends about 1 ms of CPU time on each request on a 2 vCPU
+machine. Against the sandbox or a test endpoint on loopback, where nothing limits
+the rate, that cost caps the run (see `benchmarks/RESULTS.md`). This transport
+sends the request that httpx built in one `send` and parses the answer with a few
+byte operations. `https://` targets, the real API among them, keep httpx's own
+transport: at the API's two calls a second the cost does not matter, and httpx's
+TLS settings stay the ones users know.
+
+The runner decides whether a call may be sent again from the class of the error,
+so each failure is raised as the httpx error that says how far the request got:
+
+- `httpx.ConnectError`, `httpx.ConnectTimeout` and `httpx.PoolTimeout` when no
+  byte of the request was sent. Only these mean "not placed".
+- `httpx.WriteError`, `httpx.WriteTimeout`, `httpx.ReadError`,
+  `httpx.ReadTimeout` and `httpx.RemoteProtocolError` once sending has begun,
+  because the server may have read the request and placed the call.
+
+A kept-alive connection that the server closed while it sat idle is found before
+it is reused, as httpcore does, so such a close does not turn a call into an
+unknown one. A close that races with the request still does, which is the safe
+answer. Anything in a response that this parser does not expect ends the
+exchange with `RemoteProtocolError` rather than a guess.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import urllib.request
+from typing import Any
+
+import httpx
+
+# Limits on what a response may hold before it is refused as malformed.
+MAX_LINE_BYTES = 64 * 1024
+MAX_HEADERS = 100
+_RECEIVE_BYTES = 64 * 1024
+# A large Content-Length is read in pieces, so a false one cannot make one huge
+# allocation.
+_MAX_RECEIVE_BYTES = 1024 * 1024
+_FORBIDDEN_IN_HEADERS = (b"\r", b"\n", b"\0")
+
+
+class PlainHTTPTransport(httpx.BaseTransport):
+    """Send requests over a pool of at most `max_connections` kept-alive sockets.
+
+    Each response is read in full before its connection returns to the pool, so
+    no response holds a connection after `handle_request` returns.
+    """
+
+    def __init__(self, max_connections: int) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._lock = threading.Lock()
+        # Idle connections per (host, port), the most recently used last.
+        self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._closed = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.scheme != "http":
+            raise httpx.UnsupportedProtocol(
+                f"this transport sends only http:// requests, not {url.scheme}://",
+                request=request,
+            )
+        timeouts = request.extensions.get("timeout", {})
+        origin = (url.host, url.port or 80)
+        message = _request_bytes(request)
+        if not self._slots.acquire(timeout=_wait_seconds(timeouts.get("pool"))):
+            raise httpx.PoolTimeout("no connection free in time", request=request)
+        try:
+            connection = self._checkout(origin, timeouts.get("connect"), request)
+            try:
+                response, reusable = connection.exchange(request, message, timeouts)
+            except BaseException:
+                connection.close()
+                raise
+            if reusable:
+                self._checkin(origin, connection)
+            else:
+                connection.close()
+            return response
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle = [item for items in self._idle.values() for item in items]
+            self._idle.clear()
+        for connection in idle:
+            connection.close()
+
+    def _checkout(
+        self, origin: tuple[str, int], connect_timeout: Any, request: httpx.Request
+    ) -> _Connection:
+        while True:
+            with self._lock:
+                idle = self._idle.get(origin)
+                connection = idle.pop() if idle else None
+            if connection is None:
+                return _Connection.open(origin, connect_timeout, request)
+            if connection.still_open():
+                return connection
+            connection.close()
+
+    def _checkin(self, origin: tuple[str, int], connection: _Connection) -> None:
+        with self._lock:
+            if not self._closed:
+                self._idle.setdefault(origin, []).append(connection)
+                return
+        connection.close()
+
+
+def plain_http_applies(base_url: str) -> bool:
+    """Tell whether runs to `base_url` can use `PlainHTTPTransport`.
+
+    They cannot when a proxy is configured for plain HTTP, because httpx honours
+    the proxy environment variables and this transport does not.
+    """
+    if httpx.URL(base_url).scheme != "http":
+        return False
+    proxies = urllib.request.getproxies()
+    return "http" not in proxies and "all" not in proxies
+
+
+def _wait_seconds(timeout: Any) -> float:
+    """Return a timeout as `Semaphore.acquire` takes it: -1 waits for ever."""
+    return -1 if timeout is None else float(timeout)
+
+
+def _request_bytes(request: httpx.Request) -> bytes:
+    """Return the whole request, head and body, as it goes on the wire."""
+    lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.url.raw_path)]
+    for name, value in request.headers.raw:
+        if any(mark in name or mark in value for mark in _FORBIDDEN_IN_HEADERS):
+            # Raised before any byte is sent; no header chirp-jobs builds has one.
+            raise httpx.LocalProtocolError(
+                f"header {name!r} holds a line break or NUL", request=request
+            )
+        lines.append(b"%s: %s" % (name, value))
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines) + request.read()
+
+
+class _Closed(Exception):
+    """The server closed the connection."""
+
+
+class _Connection:
+    """One socket and the bytes received on it but not yet parsed."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+
+    @classmethod
+    def open(
+        cls, origin: tuple[str, int], timeout: Any, request: httpx.Request
+    ) -> _Connection:
+        try:
+            sock = socket.create_connection(origin, timeout=timeout)
+        except TimeoutError as error:
+            message = str(error) or "timed out"
+            raise httpx.ConnectTimeout(message, request=request) from error
+        except OSError as error:
+            raise httpx.ConnectError(str(error), request=request) from error
+        # The request goes out in one send, so Nagle's algorithm only delays it.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(sock)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def still_open(self) -> bool:
+        """Tell whether this idle connection can carry another request.
+
+        An idle socket that is readable holds either the server's close or bytes
+        the server should not have sent, and neither can be reused.
+        """
+        if self.buffer:
+            return False
+        # poll, unlike select, takes descriptors above 1023.
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        try:
+            return not poller.poll(0)
+        except OSError:
+            return False
+
+    def exchange(
+        self, request: httpx.Request, message: bytes, timeouts: dict[str, Any]
+    ) -> tuple[httpx.Response, bool]:
+        """Send `message`, read the response; return it and whether to keep alive."""
+        try:
+            self.sock.settimeout(timeouts.get("write"))
+            self.sock.sendall(message)
+        except TimeoutError as error:
+            text = str(error) or "timed out"
+            raise httpx.WriteTimeout(text, request=request) from error
+        except OSError as error:
+            raise httpx.WriteError(_describe(error), request=request) from error
+        try:
+            self.sock.settimeout(timeouts.get("read"))
+            return self._read_response(request)
+        except TimeoutError as error:
+            text = str(error) or "timed out"
+            raise httpx.ReadTimeout(text, request=request) from error
+        except _Closed as error:
+            raise httpx.RemoteProtocolError(str(error), request=request) from error
+        except OSError as error:
+            raise httpx.ReadError(_describe(error), request=request) from error
+
+    def _read_response(self, request: httpx.Request) -> tuple[httpx.Response, bool]:
+        while True:
+            try:
+                status_line = self._line()
+            except _Closed:
+                raise _Closed(
+                    "Server disconnected without sending a response."
+                ) from None
+            version, status, reason = _parse_status(status_line, request)
+            headers = self._headers(request)
+            if status == 101:
+                raise _protocol_error("unexpected 101 Switching Protocols", request)
+            # 1xx responses come before the real one and carry no body.
+            if not 100 <= status < 200:
+                break
+        connection = _joined(headers, b"connection").lower()
+        keep_alive = (
+            b"close" not in connection
+            if version == b"HTTP/1.1"
+            else b"keep-alive" in connection
+        )
+        if request.method == "HEAD" or status in (204, 304):
+            body = b""
+        else:
+            body, keep_alive = self._body(headers, keep_alive, request)
+        response = httpx.Response(
+            status,
+            headers=headers,
+            stream=httpx.ByteStream(body),
+            extensions={"http_version": version, "reason_phrase": reason},
+        )
+        return response, keep_alive
+
+    def _headers(self, request: httpx.Request) -> list[tuple[bytes, bytes]]:
+        headers: list[tuple[bytes, bytes]] = []
+        while True:
+            line = self._line().rstrip(b"\r\n")
+            if not line:
+                return headers
+            name, colon, value = line.partition(b":")
+            if not colon or not name or b" " in name or b"\t" in name:
+                raise _protocol_error(f"malformed header line {line[:80]!r}", request)
+            headers.append((name, value.strip(b" \t")))
+            if len(headers) > MAX_HEADERS:
+                raise _protocol_error(
+                    f"more than {MAX_HEADERS} response headers", request
+                )
+
+    def _body(
+        self,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+        request: httpx.Request,
+    ) -> tuple[bytes, bool]:
+        coding = _joined(headers, b"transfer-encoding").lower()
+        if coding:
+            if [item.strip() for item in coding.split(b",")][-1] != b"chunked":
+                # Without chunked last, the body runs to the close.
+                return self._to_close(), False
+            return self._chunked(request), keep_alive
+        lengths = {
+            value for name, value in headers if name.lower() == b"content-length"
+        }
+        if not lengths:
+            return self._to_close(), False
+        if len(lengths) > 1 or not next(iter(lengths)).isdigit():
+            raise _protocol_error(f"bad Content-Length {sorted(lengths)!r}", request)
+        return self._exactly(int(next(iter(lengths)))), keep_alive
+
+    def _chunked(self, request: httpx.Request) -> bytes:
+        parts: list[bytes] = []
+        while True:
+            size_text = self._line().split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise _protocol_error(
+                    f"bad chunk size {size_text[:40]!r}", request
+                ) from None
+            if size < 0:
+                raise _protocol_error(f"bad chunk size {size_text[:40]!r}", request)
+            if size == 0:
+                # Trailer fields, if any, end with an empty line.
+                while self._line().rstrip(b"\r\n"):
+                    pass
+                return b"".join(parts)
+            parts.append(self._exactly(size))
+            if self._line().rstrip(b"\r\n"):
+                raise _protocol_error("chunk longer than its size", request)
+
+    def _line(self) -> bytes:
+        start = 0
+        while True:
+            end = self.buffer.find(b"\n", start)
+            if end >= 0:
+                line = bytes(self.buffer[: end + 1])
+                del self.buffer[: end + 1]
+                return line
+            if len(self.buffer) > MAX_LINE_BYTES:
+                raise _Closed(f"a response line is over {MAX_LINE_BYTES} bytes")
+            start = len(self.buffer)
+            self._receive()
+
+    def _exactly(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            self._receive(size - len(self.buffer))
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
+
+    def _to_close(self) -> bytes:
+        while True:
+            try:
+                self._receive()
+            except _Closed:
+                data = bytes(self.buffer)
+                self.buffer.clear()
+                return data
+
+    def _receive(self, wanted: int = _RECEIVE_BYTES) -> None:
+        chunk = self.sock.recv(min(max(wanted, _RECEIVE_BYTES), _MAX_RECEIVE_BYTES))
+        if not chunk:
+            raise _Closed("Server disconnected before the response was complete.")
+        self.buffer += chunk
+
+
+def _parse_status(line: bytes, request: httpx.Request) -> tuple[bytes, int, bytes]:
+    version, _, rest = line.rstrip(b"\r\n").partition(b" ")
+    code, _, reason = rest.partition(b" ")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0") or not (
+        len(code) == 3 and code.isdigit()
+    ):
+        raise _protocol_error(f"malformed status line {line[:80]!r}", request)
+    return version, int(code), reason
+
+
+def _joined(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bytes:
+    return b",".join(value for name, value in headers if name.lower() == wanted)
+
+
+def _protocol_error(message: str, request: httpx.Request) -> httpx.RemoteProtocolError:
+    return httpx.RemoteProtocolError(message, request=request)
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
