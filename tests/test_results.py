@@ -114,3 +114,23 @@ def test_sandbox_command_injects_faults(tmp_path: Path) -> None:
     assert first.status_code == 429
     assert first.headers["Retry-After"] == "2"
     assert second.status_code == 201
+
+
+def test_new_results_file_syncs_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import chirp_jobs.results as results_module
+
+    synced: list[Path] = []
+    monkeypatch.setattr(results_module, "_sync_directory", synced.append)
+    results = tmp_path / "results.jsonl"
+    with ResultsWriter(results, fsync=True) as writer:
+        writer.write({"key": "a", "outcome": "intent"})
+    # The name of a new file reaches the disk once; an existing file's name is
+    # already there, and --no-fsync promises nothing.
+    assert synced == [tmp_path]
+    with ResultsWriter(results, fsync=True):
+        pass
+    with ResultsWriter(tmp_path / "other.jsonl", fsync=False):
+        pass
+    assert synced == [tmp_path]
