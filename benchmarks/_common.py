@@ -10,9 +10,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -48,20 +51,24 @@ def run_timed(
     check: bool = True,
 ) -> tuple[float, int, int]:
     """Run `command`; return its wall time in seconds, peak RSS in KiB and exit code."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE, env=env)
-    deadline = started + COMMAND_TIMEOUT_SECONDS
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.perf_counter() > deadline:
-            process.kill()
+    # stderr goes to a file, so a chatty command cannot fill a pipe and block.
+    with tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=stdout, stderr=errors, env=env)
+        # A blocking wait4 keeps the parent asleep, so it takes no CPU time from
+        # the command it measures; the timer kills a command that hangs.
+        killer = threading.Timer(COMMAND_TIMEOUT_SECONDS, process.kill)
+        killer.start()
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        finally:
+            killer.cancel()
+        elapsed = time.perf_counter() - started
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
             sys.exit(f"error: timed out after {COMMAND_TIMEOUT_SECONDS} s: {command}")
-        time.sleep(0.001)
-    elapsed = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    stderr = process.stderr.read().decode() if process.stderr else ""
+        process.returncode = os.waitstatus_to_exitcode(status)
+        errors.seek(0)
+        stderr = errors.read().decode(errors="replace")
     if check and process.returncode != 0:
         sys.exit(f"error: {' '.join(command)} exited {process.returncode}:\n{stderr}")
     return elapsed, usage.ru_maxrss, process.returncode

@@ -5,7 +5,9 @@ the same run, which send the same bodies to the same server. The first is a bare
 `httpx.AsyncClient` loop at the same concurrency with no results file (target: at
 least its requests per second). The second is a shell loop of one `curl` per call
 (target: at least 10 times its requests per second). Each client runs as a process
-of its own, and the sandbox runs as `chirp-jobs sandbox`.
+of its own, and the sandbox runs as `chirp-jobs sandbox`. The three run one after
+another in each round, and the ratios printed are the medians of the rounds', so a
+burst of load on a shared machine moves one round rather than the result.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -89,35 +92,23 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=10_000)
     parser.add_argument("--curl-calls", type=int, default=1_000)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of the three clients, one after another; the median counts",
+    )
     args = parser.parse_args()
+    curl = shutil.which("curl") if args.curl_calls else None
 
     env = {**os.environ, "CHIRP_API_KEY": TEST_KEY}
     # The runner spreads its requests by the X-RateLimit-* headers, so the
     # sandbox reports a limit far above what a benchmark can send.
     unlimited = sandbox_process("--rate-limit", "100000000")
+    rounds: list[tuple[float, float, float | None]] = []
     with tempfile.TemporaryDirectory() as temporary, unlimited as base_url:
         folder = Path(temporary)
         job = write_recipient_job(folder / "run.yaml", "bench-run", args.calls)
-        results = folder / "results.jsonl"
-        ours = [
-            CHIRP_JOBS,
-            "run",
-            str(job),
-            "-q",
-            "--base-url",
-            base_url,
-            "--rate",
-            "1000000",
-            "--concurrency",
-            str(args.concurrency),
-            "--results",
-            str(results),
-        ]
-        chirp_seconds = run_timed(ours, env=env)[0]
-        counts = outcome_counts(results)
-        if counts != {"created": args.calls}:
-            sys.exit(f"error: expected {args.calls} created outcomes, got {counts}")
-
         loop = [
             sys.executable,
             "-c",
@@ -127,19 +118,45 @@ def main() -> None:
             str(args.calls),
             str(args.concurrency),
         ]
-        httpx_seconds = run_timed(loop)[0]
+        for number in range(args.rounds):
+            results = folder / f"results-{number}.jsonl"
+            ours = [
+                CHIRP_JOBS,
+                "run",
+                str(job),
+                "-q",
+                "--base-url",
+                base_url,
+                "--rate",
+                "1000000",
+                "--concurrency",
+                str(args.concurrency),
+                "--results",
+                str(results),
+            ]
+            chirp_rate = args.calls / run_timed(ours, env=env)[0]
+            counts = outcome_counts(results)
+            if counts != {"created": args.calls}:
+                sys.exit(f"error: expected {args.calls} created outcomes, got {counts}")
+            httpx_rate = args.calls / run_timed(loop)[0]
+            curl_rate = None
+            if curl:
+                curl_seconds = run_timed(curl_loop(base_url, args.curl_calls))[0]
+                curl_rate = args.curl_calls / curl_seconds
+            rounds.append((chirp_rate, httpx_rate, curl_rate))
+            curl_text = "-" if curl_rate is None else f"{curl_rate:,.0f}"
+            print(
+                f"round {number + 1}: chirp-jobs {chirp_rate:,.0f}, httpx loop "
+                f"{httpx_rate:,.0f}, curl loop {curl_text} requests/s"
+            )
 
-        curl_rate = None
-        if shutil.which("curl") and args.curl_calls:
-            curl_seconds = run_timed(curl_loop(base_url, args.curl_calls))[0]
-            curl_rate = args.curl_calls / curl_seconds
-
-    chirp_rate = args.calls / chirp_seconds
-    httpx_rate = args.calls / httpx_seconds
-    print(f"calls: {args.calls:,} at concurrency {args.concurrency}")
-    print(f"chirp-jobs run (results file on): {chirp_rate:,.0f} requests/s")
-    print(f"bare httpx.AsyncClient loop:      {httpx_rate:,.0f} requests/s")
-    ratio = chirp_rate / httpx_rate
+    print(
+        f"calls: {args.calls:,} at concurrency {args.concurrency}, "
+        f"median of {args.rounds} rounds"
+    )
+    print(f"chirp-jobs run (results file on): {_median(rounds, 0):,.0f} requests/s")
+    print(f"bare httpx.AsyncClient loop:      {_median(rounds, 1):,.0f} requests/s")
+    ratio = statistics.median(chirp / httpx for chirp, httpx, _ in rounds)
     print(
         ratio_line(
             "chirp-jobs over httpx loop",
@@ -148,13 +165,15 @@ def main() -> None:
             ratio >= HTTPX_TARGET,
         )
     )
-    if curl_rate is None:
-        print("curl loop: skipped (curl not found)")
+    if not curl:
+        reason = "--curl-calls 0" if not args.curl_calls else "curl not found"
+        print(f"curl loop: skipped ({reason})")
         return
     print(
-        f"curl loop ({args.curl_calls:,} calls):           {curl_rate:,.0f} requests/s"
+        f"curl loop ({args.curl_calls:,} calls):           "
+        f"{_median(rounds, 2):,.0f} requests/s"
     )
-    ratio = chirp_rate / curl_rate
+    ratio = statistics.median(chirp / (curl or 1) for chirp, _, curl in rounds)
     print(
         ratio_line(
             "chirp-jobs over curl loop",
@@ -165,5 +184,9 @@ def main() -> None:
     )
 
 
+def _median(rounds: list[tuple[float, float, float | None]], column: int) -> float:
+    return statistics.median(row[column] or 0.0 for row in rounds)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

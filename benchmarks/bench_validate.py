@@ -7,7 +7,6 @@ check-jsonschema's wall time over chirp-jobs' (target: at least 4).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
@@ -71,4 +70,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
