@@ -26,6 +26,7 @@ exchange with `RemoteProtocolError` rather than a guess.
 
 from __future__ import annotations
 
+import re
 import select
 import socket
 import threading
@@ -42,6 +43,7 @@ _RECEIVE_BYTES = 64 * 1024
 # allocation.
 _MAX_RECEIVE_BYTES = 1024 * 1024
 _FORBIDDEN_IN_HEADERS = (b"\r", b"\n", b"\0")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 class PlainHTTPTransport(httpx.BaseTransport):
@@ -217,14 +219,16 @@ class _Connection:
 
     def _read_response(self, request: httpx.Request) -> tuple[httpx.Response, bool]:
         while True:
-            try:
-                status_line = self._line()
-            except _Closed:
-                raise _Closed(
-                    "Server disconnected without sending a response."
-                ) from None
+            if not self.buffer:
+                try:
+                    self._receive()
+                except _Closed:
+                    raise _Closed(
+                        "Server disconnected without sending a response."
+                    ) from None
+            status_line, *lines = self._head()
             version, status, reason = _parse_status(status_line, request)
-            headers = self._headers(request)
+            headers = _parse_headers(lines, request)
             if status == 101:
                 raise _protocol_error("unexpected 101 Switching Protocols", request)
             # 1xx responses come before the real one and carry no body.
@@ -248,20 +252,27 @@ class _Connection:
         )
         return response, keep_alive
 
-    def _headers(self, request: httpx.Request) -> list[tuple[bytes, bytes]]:
-        headers: list[tuple[bytes, bytes]] = []
+    def _head(self) -> list[bytes]:
+        """Take the status line and header lines, up to the empty line, at once."""
+        start = 0
         while True:
-            line = self._line().rstrip(b"\r\n")
-            if not line:
-                return headers
-            name, colon, value = line.partition(b":")
-            if not colon or not name or b" " in name or b"\t" in name:
-                raise _protocol_error(f"malformed header line {line[:80]!r}", request)
-            headers.append((name, value.strip(b" \t")))
-            if len(headers) > MAX_HEADERS:
-                raise _protocol_error(
-                    f"more than {MAX_HEADERS} response headers", request
-                )
+            crlf = self.buffer.find(b"\r\n\r\n", start)
+            # Bare LF line ends are read too, as most clients do.
+            lf = self.buffer.find(b"\n\n", start, None if crlf < 0 else crlf)
+            if lf >= 0:
+                head, skip = bytes(self.buffer[:lf]), lf + 2
+            elif crlf >= 0:
+                head, skip = bytes(self.buffer[:crlf]), crlf + 4
+            else:
+                if len(self.buffer) > MAX_LINE_BYTES:
+                    raise _Closed(f"a response head is over {MAX_LINE_BYTES} bytes")
+                start = max(0, len(self.buffer) - 3)
+                self._receive()
+                continue
+            if skip > MAX_LINE_BYTES:
+                raise _Closed(f"a response head is over {MAX_LINE_BYTES} bytes")
+            del self.buffer[:skip]
+            return [line.rstrip(b"\r") for line in head.split(b"\n")]
 
     def _body(
         self,
@@ -288,14 +299,10 @@ class _Connection:
         parts: list[bytes] = []
         while True:
             size_text = self._line().split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise _protocol_error(
-                    f"bad chunk size {size_text[:40]!r}", request
-                ) from None
-            if size < 0:
+            # int() alone would take signs, underscores and a 0x prefix.
+            if not _CHUNK_SIZE.fullmatch(size_text):
                 raise _protocol_error(f"bad chunk size {size_text[:40]!r}", request)
+            size = int(size_text, 16)
             if size == 0:
                 # Trailer fields, if any, end with an empty line.
                 while self._line().rstrip(b"\r\n"):
@@ -349,6 +356,20 @@ def _parse_status(line: bytes, request: httpx.Request) -> tuple[bytes, int, byte
     ):
         raise _protocol_error(f"malformed status line {line[:80]!r}", request)
     return version, int(code), reason
+
+
+def _parse_headers(
+    lines: list[bytes], request: httpx.Request
+) -> list[tuple[bytes, bytes]]:
+    if len(lines) > MAX_HEADERS:
+        raise _protocol_error(f"more than {MAX_HEADERS} response headers", request)
+    headers = []
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or b" " in name or b"\t" in name:
+            raise _protocol_error(f"malformed header line {line[:80]!r}", request)
+        headers.append((name, value.strip(b" \t")))
+    return headers
 
 
 def _joined(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bytes:
