@@ -137,16 +137,31 @@ def _wait_seconds(timeout: Any) -> float:
 
 def _request_bytes(request: httpx.Request) -> bytes:
     """Return the whole request, head and body, as it goes on the wire."""
-    lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.url.raw_path)]
-    for name, value in request.headers.raw:
-        if any(mark in name or mark in value for mark in _FORBIDDEN_IN_HEADERS):
-            # Raised before any byte is sent; no header chirp-jobs builds has one.
+    fields = request.headers.raw
+    head = b"\r\n".join(
+        [
+            b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.url.raw_path),
+            *(b"%s: %s" % field for field in fields),
+        ]
+    )
+    # Each line break in the head must be one of the separators joined above.
+    if head.count(b"\n") != len(fields) or head.count(b"\r") != len(fields):
+        _refuse_header(fields, request)
+    if b"\0" in head:
+        _refuse_header(fields, request)
+    return head + b"\r\n\r\n" + request.read()
+
+
+def _refuse_header(fields: list[tuple[bytes, bytes]], request: httpx.Request) -> None:
+    # Raised before any byte is sent; no header chirp-jobs builds has one.
+    for name, value in fields:
+        if any(mark in name + value for mark in _FORBIDDEN_IN_HEADERS):
             raise httpx.LocalProtocolError(
                 f"header {name!r} holds a line break or NUL", request=request
             )
-        lines.append(b"%s: %s" % (name, value))
-    lines.append(b"\r\n")
-    return b"\r\n".join(lines) + request.read()
+    raise httpx.LocalProtocolError(
+        "the request target holds a line break or NUL", request=request
+    )
 
 
 class _Closed(Exception):
