@@ -26,6 +26,7 @@ exchange with `RemoteProtocolError` rather than a guess.
 
 from __future__ import annotations
 
+import re
 import select
 import socket
 import threading
@@ -34,7 +35,8 @@ from typing import Any
 
 import httpx
 
-# Limits on what a response may hold before it is refused as malformed.
+# Limits on what a response may hold before it is refused as malformed. A line's
+# length counts its line break.
 MAX_LINE_BYTES = 64 * 1024
 MAX_HEADERS = 100
 _RECEIVE_BYTES = 64 * 1024
@@ -42,6 +44,9 @@ _RECEIVE_BYTES = 64 * 1024
 # allocation.
 _MAX_RECEIVE_BYTES = 1024 * 1024
 _FORBIDDEN_IN_HEADERS = (b"\r", b"\n", b"\0")
+# Hex digits only, because int(text, 16) also takes "0x", a sign and underscores.
+# Sixteen hex digits reach 2**64 bytes, more than any chunk a server can send.
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 class PlainHTTPTransport(httpx.BaseTransport):
@@ -151,6 +156,10 @@ class _Closed(Exception):
     """The server closed the connection."""
 
 
+class _Malformed(Exception):
+    """The response breaks a limit that is checked while its bytes are read."""
+
+
 class _Connection:
     """One socket and the bytes received on it but not yet parsed."""
 
@@ -210,7 +219,7 @@ class _Connection:
         except TimeoutError as error:
             text = str(error) or "timed out"
             raise httpx.ReadTimeout(text, request=request) from error
-        except _Closed as error:
+        except (_Closed, _Malformed) as error:
             raise httpx.RemoteProtocolError(str(error), request=request) from error
         except OSError as error:
             raise httpx.ReadError(_describe(error), request=request) from error
@@ -288,14 +297,9 @@ class _Connection:
         parts: list[bytes] = []
         while True:
             size_text = self._line().split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise _protocol_error(
-                    f"bad chunk size {size_text[:40]!r}", request
-                ) from None
-            if size < 0:
+            if not _CHUNK_SIZE.fullmatch(size_text):
                 raise _protocol_error(f"bad chunk size {size_text[:40]!r}", request)
+            size = int(size_text, 16)
             if size == 0:
                 # Trailer fields, if any, end with an empty line.
                 while self._line().rstrip(b"\r\n"):
@@ -309,12 +313,14 @@ class _Connection:
         start = 0
         while True:
             end = self.buffer.find(b"\n", start)
+            # The whole line can arrive in one receive, so its length is checked
+            # whether or not its end has been found.
+            if (end + 1 if end >= 0 else len(self.buffer)) > MAX_LINE_BYTES:
+                raise _Malformed(f"a response line is over {MAX_LINE_BYTES} bytes")
             if end >= 0:
                 line = bytes(self.buffer[: end + 1])
                 del self.buffer[: end + 1]
                 return line
-            if len(self.buffer) > MAX_LINE_BYTES:
-                raise _Closed(f"a response line is over {MAX_LINE_BYTES} bytes")
             start = len(self.buffer)
             self._receive()
 
