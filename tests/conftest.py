@@ -38,6 +38,25 @@ calls:
 WriteJob = Callable[..., Path]
 
 
+def run_args(
+    job: Path, results: Path, url: str, *extra: str, rate: str = "200"
+) -> list[str]:
+    """Return `run` arguments that send `job` to `url` quietly, without fsync."""
+    return [
+        "run",
+        "-q",
+        "--base-url",
+        url,
+        "--results",
+        str(results),
+        "--rate",
+        rate,
+        "--no-fsync",
+        *extra,
+        str(job),
+    ]
+
+
 @pytest.fixture
 def write_job(tmp_path: Path) -> WriteJob:
     """Write a job file (dedented) into tmp_path and return its path."""

@@ -34,6 +34,7 @@ from chirp_jobs.sandbox import (
 from chirp_jobs.validation import load_job
 
 from .conftest import SCRIPT, WriteJob
+from .conftest import run_args as _run_args
 
 FAKE_KEY = "sk_test_app_fake123"
 # High enough that the X-RateLimit-Remaining header never makes the runner wait for
@@ -60,22 +61,6 @@ def _serving(sandbox: Sandbox) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-def _run_args(job: Path, results: Path, url: str, *extra: str) -> list[str]:
-    return [
-        "run",
-        "-q",
-        "--base-url",
-        url,
-        "--results",
-        str(results),
-        "--rate",
-        "200",
-        "--no-fsync",
-        *extra,
-        str(job),
-    ]
 
 
 def _invoke(cli: CliRunner, args: list[str]) -> int:
@@ -488,3 +473,4 @@ def test_drain_timeout_records_unknown(tmp_path: Path, write_job: WriteJob) -> N
     assert {record["error"]["code"] for record in records} == {"in_flight"}
     intents = [r for r in read_records(results) if r["outcome"] == "intent"]
     assert sorted(r["key"] for r in intents) == sorted(r["key"] for r in records)
+
