@@ -350,8 +350,9 @@ class _Connection:
 def _parse_status(line: bytes, request: httpx.Request) -> tuple[bytes, int, bytes]:
     version, _, rest = line.rstrip(b"\r\n").partition(b" ")
     code, _, reason = rest.partition(b" ")
+    # Status codes run from 100 to 999, as h11 (behind httpx's transport) reads them.
     if version not in (b"HTTP/1.1", b"HTTP/1.0") or not (
-        len(code) == 3 and code.isdigit()
+        len(code) == 3 and code.isdigit() and not code.startswith(b"0")
     ):
         raise _protocol_error(f"malformed status line {line[:80]!r}", request)
     return version, int(code), reason
