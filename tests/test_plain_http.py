@@ -12,6 +12,7 @@ import gzip
 import json
 import socket
 import socketserver
+import struct
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -130,8 +131,9 @@ class LoopbackServer(socketserver.ThreadingTCPServer):
 
     daemon_threads = True
 
-    def __init__(self, respond: Respond) -> None:
+    def __init__(self, respond: Respond, receive_buffer: int | None = None) -> None:
         self.respond = respond
+        self.receive_buffer = receive_buffer
         self.connections = 0
         self.closed = 0
         self.requests: list[bytes] = []
@@ -140,6 +142,15 @@ class LoopbackServer(socketserver.ThreadingTCPServer):
         self.received = threading.Condition(self.lock)
         self.stopping = threading.Event()
         super().__init__(("127.0.0.1", 0), Handler)
+
+    def server_bind(self) -> None:
+        # Set before listen(), so accepted sockets inherit it and Linux does not
+        # grow their receive buffer past it.
+        if self.receive_buffer is not None:
+            self.socket.setsockopt(
+                socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer
+            )
+        super().server_bind()
 
     @property
     def url(self) -> str:
@@ -175,8 +186,10 @@ def _content_length(head: bytes) -> int:
 
 
 @contextmanager
-def serving(respond: Respond) -> Iterator[LoopbackServer]:
-    server = LoopbackServer(respond)
+def serving(
+    respond: Respond, receive_buffer: int | None = None
+) -> Iterator[LoopbackServer]:
+    server = LoopbackServer(respond, receive_buffer)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
     )
@@ -203,14 +216,14 @@ def plain_client(
 
 
 def post_error(
-    server: LoopbackServer, expected: type[Exception], timeout: float = 2.0
+    server: LoopbackServer,
+    expected: type[Exception],
+    timeout: float | httpx.Timeout = 2.0,
+    content: bytes = b"{}",
 ) -> str:
     """POST once through a new plain client; return the `expected` error's message."""
-    with (
-        plain_client(server, timeout=timeout) as client,
-        pytest.raises(expected) as raised,
-    ):
-        client.post("/v1/calls", json={})
+    with plain_client(server) as client, pytest.raises(expected) as raised:
+        client.post("/v1/calls", content=content, timeout=timeout)
     return str(raised.value)
 
 
@@ -397,6 +410,61 @@ def test_no_answer_recorded_unknown(
     assert len(server.requests) == 1
 
 
+def test_full_backlog_raises_connect_timeout() -> None:
+    # Linux drops a SYN while the accept queue is full, so the connect waits
+    # until its timeout. listen(0) leaves room for one connection only.
+    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    port = listener.getsockname()[1]
+    waiting = [socket.socket() for _ in range(3)]
+    try:
+        for sock in waiting:
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+        client = httpx.Client(transport=PlainHTTPTransport(1), timeout=0.2)
+        with client, pytest.raises(httpx.ConnectTimeout, match=r"^timed out$"):
+            client.post(f"http://127.0.0.1:{port}/v1/calls", json={})
+    finally:
+        for sock in waiting:
+            sock.close()
+        listener.close()
+
+
+def never_read(handler: Handler) -> None:
+    handler.server.stopping.wait()
+
+
+def reset_after_head(handler: Handler) -> None:
+    handler.connection.recv(1024)
+    # SO_LINGER with a zero timeout makes close() send RST in place of FIN.
+    linger = struct.pack("ii", 1, 0)
+    handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+    handler.connection.close()
+
+
+# Four times Linux's default maximum send buffer (tcp_wmem, 4 MiB), against a
+# server whose receive buffer is 64 KiB, so sending blocks until the server reads.
+_LARGE_BODY = b"x" * (16 * 1024 * 1024)
+_SMALL_BUFFER = 64 * 1024
+
+
+def test_unread_request_raises_write_timeout() -> None:
+    timeout = httpx.Timeout(2.0, write=0.2)
+    with serving(never_read, _SMALL_BUFFER) as server:
+        message = post_error(server, httpx.WriteTimeout, timeout, _LARGE_BODY)
+
+    assert message == "timed out"
+    assert server.connections == 1
+
+
+def test_reset_while_writing_raises_write_error() -> None:
+    with serving(reset_after_head, _SMALL_BUFFER) as server:
+        message = post_error(server, httpx.WriteError, content=_LARGE_BODY)
+
+    # The first send after the RST fails with ECONNRESET, a later one with EPIPE.
+    assert message.startswith(("ConnectionResetError: ", "BrokenPipeError: "))
+    assert server.connections == 1
+
+
 # Response framing ---------------------------------------------------------------
 
 # Each case: the response sent to every request on a connection that the server
@@ -442,6 +510,13 @@ FRAMING = {
         "HTTP/1.1",
         1,
     ),
+    "103-early-hints": (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        b"hello",
+        "HTTP/1.1",
+        1,
+    ),
     "204-no-body": (b"HTTP/1.1 204 No Content\r\n\r\n", b"", "HTTP/1.1", 1),
 }
 
@@ -471,6 +546,20 @@ def test_body_to_close_not_reused() -> None:
 
     assert first.content == b"until the close"
     assert second.content == b"until the close"
+    assert server.connections == 2
+    assert len(server.requests) == 2
+
+
+def test_bytes_after_body_not_reused() -> None:
+    # A connection with bytes left over after a response is out of step with
+    # the server, so the next request opens a new one.
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA"
+    with serving(answer_each(response)) as server, plain_client(server) as client:
+        first = client.post("/v1/calls", json={})
+        second = client.post("/v1/calls", json={})
+
+    assert first.text == "ok"
+    assert second.text == "ok"
     assert server.connections == 2
     assert len(server.requests) == 2
 
@@ -511,6 +600,10 @@ _LONG_VALUE = b"a" * MAX_LINE_BYTES
 # Each case: the bytes sent before the close, and a part of the error message.
 MALFORMED = {
     "status-code-four-digits": (b"HTTP/1.1 2000 OK\r\n\r\n", "malformed status line"),
+    "status-code-below-100": (
+        b"HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n",
+        "malformed status line",
+    ),
     "status-line-not-http": (b"ICY 200 OK\r\n\r\n", "malformed status line"),
     "header-without-colon": (
         b"HTTP/1.1 200 OK\r\nNoColonHere\r\nContent-Length: 0\r\n\r\n",
@@ -575,6 +668,24 @@ def test_malformed_raises_protocol_error(case: str) -> None:
         raised = post_error(server, httpx.RemoteProtocolError)
 
     assert message in raised
+    assert len(server.requests) == 1
+
+
+def test_malformed_recorded_unknown_once(
+    cli: CliRunner, tmp_path: Path, write_job: WriteJob
+) -> None:
+    job = write_job(_job_text(RECIPIENTS[:1]))
+    results = tmp_path / "results.jsonl"
+    response, _ = MALFORMED["two-content-lengths"]
+    with serving(answer_once(response)) as server:
+        exit_code, output = _run(cli, job, results, server.url)
+
+    assert exit_code == 1, output
+    [record] = read_results(results)
+    assert record["outcome"] == "unknown"
+    assert record["error"]["code"] == "no_response"
+    assert record["error"]["message"].startswith("RemoteProtocolError: bad Content")
+    assert record["attempts"] == 1
     assert len(server.requests) == 1
 
 
