@@ -37,16 +37,6 @@ from chirp_jobs.results import read_records, read_results
 from .conftest import WriteJob, run_args
 
 FAKE_KEY = "sk_test_app_fake123"
-PROXY_VARIABLES = (
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-    "NO_PROXY",
-    "no_proxy",
-)
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 CREATED_BODY = json.dumps({"id": "call_loopback", "status": "queued"}).encode()
 CREATED = (
@@ -65,14 +55,6 @@ def _job_text(recipients: list[str]) -> str:
           - from: "+15550100100"
             to: [{numbers}]
         """
-
-
-@pytest.fixture(autouse=True)
-def no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Clear the proxy variables, so `build_client` picks the plain transport
-    and no request leaves loopback through a proxy."""
-    for name in PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
 
 
 # Loopback servers -----------------------------------------------------------------
