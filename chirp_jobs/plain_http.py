@@ -35,14 +35,18 @@ from typing import Any
 
 import httpx
 
-# Limits on what a response may hold before it is refused as malformed.
+# Limits on what a response may hold before it is refused as malformed. A line's
+# length counts its line break.
 MAX_LINE_BYTES = 64 * 1024
+MAX_HEAD_BYTES = 2 * MAX_LINE_BYTES
 MAX_HEADERS = 100
 _RECEIVE_BYTES = 64 * 1024
 # A large Content-Length is read in pieces, so a false one cannot make one huge
 # allocation.
 _MAX_RECEIVE_BYTES = 1024 * 1024
 _FORBIDDEN_IN_HEADERS = (b"\r", b"\n", b"\0")
+# Hex digits only, because int(text, 16) also takes "0x", a sign and underscores.
+# Sixteen hex digits reach 2**64 bytes, more than any chunk a server can send.
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
@@ -168,6 +172,10 @@ class _Closed(Exception):
     """The server closed the connection."""
 
 
+class _Malformed(Exception):
+    """The response breaks a limit that is checked while its bytes are read."""
+
+
 class _Connection:
     """One socket and the bytes received on it but not yet parsed."""
 
@@ -227,7 +235,7 @@ class _Connection:
         except TimeoutError as error:
             text = str(error) or "timed out"
             raise httpx.ReadTimeout(text, request=request) from error
-        except _Closed as error:
+        except (_Closed, _Malformed) as error:
             raise httpx.RemoteProtocolError(str(error), request=request) from error
         except OSError as error:
             raise httpx.ReadError(_describe(error), request=request) from error
@@ -274,20 +282,16 @@ class _Connection:
             crlf = self.buffer.find(b"\r\n\r\n", start)
             # Bare LF line ends are read too, as most clients do.
             lf = self.buffer.find(b"\n\n", start, None if crlf < 0 else crlf)
-            if lf >= 0:
-                head, skip = bytes(self.buffer[:lf]), lf + 2
-            elif crlf >= 0:
-                head, skip = bytes(self.buffer[:crlf]), crlf + 4
-            else:
-                if len(self.buffer) > MAX_LINE_BYTES:
-                    raise _Closed(f"a response head is over {MAX_LINE_BYTES} bytes")
-                start = max(0, len(self.buffer) - 3)
-                self._receive()
-                continue
-            if skip > MAX_LINE_BYTES:
-                raise _Closed(f"a response head is over {MAX_LINE_BYTES} bytes")
-            del self.buffer[:skip]
-            return [line.rstrip(b"\r") for line in head.split(b"\n")]
+            if lf >= 0 or crlf >= 0:
+                break
+            _check_partial_head(self.buffer)
+            start = max(0, len(self.buffer) - 3)
+            self._receive()
+        end, skip = (lf, lf + 2) if lf >= 0 else (crlf, crlf + 4)
+        lines = [line.rstrip(b"\r") for line in bytes(self.buffer[:end]).split(b"\n")]
+        _check_head(skip, lines)
+        del self.buffer[:skip]
+        return lines
 
     def _body(
         self,
@@ -314,7 +318,6 @@ class _Connection:
         parts: list[bytes] = []
         while True:
             size_text = self._line().split(b";", 1)[0].strip()
-            # int() alone would take signs, underscores and a 0x prefix.
             if not _CHUNK_SIZE.fullmatch(size_text):
                 raise _protocol_error(f"bad chunk size {size_text[:40]!r}", request)
             size = int(size_text, 16)
@@ -331,12 +334,14 @@ class _Connection:
         start = 0
         while True:
             end = self.buffer.find(b"\n", start)
+            # The whole line can arrive in one receive, so its length is checked
+            # whether or not its end has been found.
+            if (end + 1 if end >= 0 else len(self.buffer)) > MAX_LINE_BYTES:
+                raise _Malformed(f"a response line is over {MAX_LINE_BYTES} bytes")
             if end >= 0:
                 line = bytes(self.buffer[: end + 1])
                 del self.buffer[: end + 1]
                 return line
-            if len(self.buffer) > MAX_LINE_BYTES:
-                raise _Closed(f"a response line is over {MAX_LINE_BYTES} bytes")
             start = len(self.buffer)
             self._receive()
 
@@ -366,11 +371,28 @@ class _Connection:
 def _parse_status(line: bytes, request: httpx.Request) -> tuple[bytes, int, bytes]:
     version, _, rest = line.rstrip(b"\r\n").partition(b" ")
     code, _, reason = rest.partition(b" ")
+    # Status codes run from 100 to 999, as h11 (behind httpx's transport) reads them.
     if version not in (b"HTTP/1.1", b"HTTP/1.0") or not (
-        len(code) == 3 and code.isdigit()
+        len(code) == 3 and code.isdigit() and not code.startswith(b"0")
     ):
         raise _protocol_error(f"malformed status line {line[:80]!r}", request)
     return version, int(code), reason
+
+
+def _check_partial_head(buffer: bytearray) -> None:
+    """Refuse a head still without its end once it is past a limit."""
+    if len(buffer) > MAX_HEAD_BYTES:
+        raise _Malformed(f"a response head is over {MAX_HEAD_BYTES} bytes")
+    if len(buffer) - (buffer.rfind(b"\n") + 1) > MAX_LINE_BYTES:
+        raise _Malformed(f"a response line is over {MAX_LINE_BYTES} bytes")
+
+
+def _check_head(size: int, lines: list[bytes]) -> None:
+    if size > MAX_HEAD_BYTES:
+        raise _Malformed(f"a response head is over {MAX_HEAD_BYTES} bytes")
+    # A line's limit counts its CRLF, as when lines are read one at a time.
+    if max(map(len, lines)) + 2 > MAX_LINE_BYTES:
+        raise _Malformed(f"a response line is over {MAX_LINE_BYTES} bytes")
 
 
 def _parse_headers(

@@ -36,6 +36,46 @@ calls:
 """
 
 WriteJob = Callable[..., Path]
+PROXY_VARIABLES = (
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+)
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clear the proxy variables for every test and the processes it starts.
+
+    A proxy would take runs aimed at a loopback server off this machine, and
+    `build_client` would pick httpx's transport in place of PlainHTTPTransport.
+    """
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def run_args(
+    job: Path, results: Path, url: str, *extra: str, rate: str = "200"
+) -> list[str]:
+    """Return `run` arguments that send `job` to `url` quietly, without fsync."""
+    return [
+        "run",
+        "-q",
+        "--base-url",
+        url,
+        "--results",
+        str(results),
+        "--rate",
+        rate,
+        "--no-fsync",
+        *extra,
+        str(job),
+    ]
 
 
 @pytest.fixture

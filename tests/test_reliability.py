@@ -8,6 +8,7 @@ import os
 import random
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from chirp_jobs.sandbox import (
 from chirp_jobs.validation import load_job
 
 from .conftest import SCRIPT, WriteJob
+from .conftest import run_args as _run_args
 
 FAKE_KEY = "sk_test_app_fake123"
 # High enough that the X-RateLimit-Remaining header never makes the runner wait for
@@ -60,22 +62,6 @@ def _serving(sandbox: Sandbox) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-def _run_args(job: Path, results: Path, url: str, *extra: str) -> list[str]:
-    return [
-        "run",
-        "-q",
-        "--base-url",
-        url,
-        "--results",
-        str(results),
-        "--rate",
-        "200",
-        "--no-fsync",
-        *extra,
-        str(job),
-    ]
 
 
 def _invoke(cli: CliRunner, args: list[str]) -> int:
@@ -488,3 +474,65 @@ def test_drain_timeout_records_unknown(tmp_path: Path, write_job: WriteJob) -> N
     assert {record["error"]["code"] for record in records} == {"in_flight"}
     intents = [r for r in read_records(results) if r["outcome"] == "intent"]
     assert sorted(r["key"] for r in intents) == sorted(r["key"] for r in records)
+
+
+def _read_stderr_until(process: subprocess.Popen[bytes], text: bytes) -> bytes:
+    """Read stderr lines until one contains `text`, killing a process that hangs."""
+    assert process.stderr is not None
+    watchdog = threading.Timer(15, process.kill)
+    watchdog.start()
+    seen = b""
+    try:
+        while text not in seen:
+            line = process.stderr.readline()
+            if not line:
+                break
+            seen += line
+    finally:
+        watchdog.cancel()
+    return seen
+
+
+def test_second_sigint_stops_drain_at_once(tmp_path: Path, write_job: WriteJob) -> None:
+    # Each call is created and its response sent 20 s later, within --timeout 30,
+    # so only the second SIGINT can end the wait for it.
+    config = SandboxConfig(
+        rate_limit=UNLIMITED, late_answer_rate=1.0, late_answer_seconds=20.0
+    )
+    sandbox = Sandbox(config)
+    job = write_job(_job_text("interrupt", 2))
+    results = tmp_path / "results.jsonl"
+    with _serving(sandbox) as url:
+        args = _run_args(
+            job, results, url, "--run-id", "i", "--concurrency", "1", "--timeout", "30"
+        )
+        process = _start(args, stderr=subprocess.PIPE)
+        # The first SIGINT goes once the request has reached the server, so the
+        # call is placed and in flight.
+        deadline = time.monotonic() + 10
+        while sandbox.request_count == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        process.send_signal(signal.SIGINT)
+        before = _read_stderr_until(process, b"stopping:")
+        process.send_signal(signal.SIGINT)
+        try:
+            # Worker threads are daemons, so the one still waiting for its
+            # response must not hold the process open until its timeout.
+            _, after = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            pytest.fail("the run did not exit within 10 s of the second SIGINT")
+
+    assert b"stopping:" in before
+    assert process.returncode == 130
+    assert b"stopped by signal 2" in after
+    [record] = read_results(results)
+    assert record["outcome"] == "unknown"
+    assert record["error"]["type"] == "interrupted"
+    assert record["error"]["code"] == "in_flight"
+    intents = [r["key"] for r in read_records(results) if r["outcome"] == "intent"]
+    assert intents == [record["key"]]
+    # The second planned call was never sent, and the first was placed once.
+    assert sandbox.request_count == 1
+    assert dict(sandbox.count_by_key()) == {record["key"]: 1}
