@@ -257,11 +257,11 @@ class _Connection:
             # 1xx responses come before the real one and carry no body.
             if not 100 <= status < 200:
                 break
-        connection = _joined(headers, b"connection").lower()
+        options = _tokens(headers, b"connection")
         keep_alive = (
-            b"close" not in connection
+            b"close" not in options
             if version == b"HTTP/1.1"
-            else b"keep-alive" in connection
+            else b"keep-alive" in options
         )
         if request.method == "HEAD" or status in (204, 304):
             body = b""
@@ -299,15 +299,17 @@ class _Connection:
         keep_alive: bool,
         request: httpx.Request,
     ) -> tuple[bytes, bool]:
-        coding = _joined(headers, b"transfer-encoding").lower()
-        if coding:
-            if [item.strip() for item in coding.split(b",")][-1] != b"chunked":
-                # Without chunked last, the body runs to the close.
-                return self._to_close(), False
-            return self._chunked(request), keep_alive
+        codings = _tokens(headers, b"transfer-encoding")
         lengths = {
             value for name, value in headers if name.lower() == b"content-length"
         }
+        if codings:
+            if codings[-1] != b"chunked":
+                # Without chunked last, the body runs to the close.
+                return self._to_close(), False
+            # Both headers can be a sign of response splitting: the chunked
+            # framing is read, and the connection is not trusted again.
+            return self._chunked(request), keep_alive and not lengths
         if not lengths:
             return self._to_close(), False
         if len(lengths) > 1 or not next(iter(lengths)).isdigit():
@@ -409,8 +411,15 @@ def _parse_headers(
     return headers
 
 
-def _joined(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bytes:
-    return b",".join(value for name, value in headers if name.lower() == wanted)
+def _tokens(headers: list[tuple[bytes, bytes]], wanted: bytes) -> list[bytes]:
+    """Return the comma-separated tokens of every `wanted` header, lowercased."""
+    return [
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() == wanted
+        for token in value.split(b",")
+        if token.strip()
+    ]
 
 
 def _protocol_error(message: str, request: httpx.Request) -> httpx.RemoteProtocolError:

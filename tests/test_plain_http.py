@@ -501,6 +501,29 @@ FRAMING = {
         1,
     ),
     "204-no-body": (b"HTTP/1.1 204 No Content\r\n\r\n", b"", "HTTP/1.1", 1),
+    # "close" is a token of the header, not a part of any word in it.
+    "connection-token-not-substring": (
+        b"HTTP/1.1 200 OK\r\nConnection: x-closed-caption\r\n"
+        b"Content-Length: 5\r\n\r\nhello",
+        b"hello",
+        "HTTP/1.1",
+        1,
+    ),
+    "connection-close-among-tokens": (
+        b"HTTP/1.1 200 OK\r\nConnection: Upgrade, Close\r\n"
+        b"Content-Length: 5\r\n\r\nhello",
+        b"hello",
+        "HTTP/1.1",
+        2,
+    ),
+    # Chunked framing wins over Content-Length, and the connection is dropped.
+    "chunked-and-content-length": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n"
+        b"\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"hello",
+        "HTTP/1.1",
+        2,
+    ),
 }
 
 
