@@ -33,13 +33,38 @@ class PlannedCall:
     `key` is stable: it depends on the job name, the request body and the repeat
     index, so the same file always gives the same keys and editing one call changes
     only that call's keys. `offset_seconds` is the earliest send time, counted from
-    the start of the run.
+    the start of the run. `repeat_count` and `interval_seconds` are those of the
+    job call, which the runner needs to space the repeats of one recipient.
     """
 
     key: str
     request: dict[str, Any]
     origin: Origin
     offset_seconds: int
+    repeat_count: int = 1
+    interval_seconds: int = 0
+
+    @property
+    def series(self) -> str:
+        """The key of this call's series: its plan key without the repeat index."""
+        return series_key(self.key)
+
+    @property
+    def spaced(self) -> bool:
+        """Whether the repeats of this call's recipient are spaced by an interval."""
+        return _spaced(self.repeat_count, self.interval_seconds)
+
+
+def _spaced(repeat_count: int, interval_seconds: int) -> bool:
+    return repeat_count > 1 and interval_seconds > 0
+
+
+def series_key(key: str) -> str:
+    """Return the part of a plan key that every repeat of one recipient shares.
+
+    Plan keys are `NAME:DIGEST:REPEAT`, so the key of a series is `NAME:DIGEST`.
+    """
+    return key.rpartition(":")[0]
 
 
 def request_body(call: CallSpec, recipient: Any) -> dict[str, Any]:
@@ -71,17 +96,29 @@ def iter_recipient_bodies(job: Job) -> Iterator[tuple[CallSpec, int, dict[str, A
             yield call, recipient_index, request_body(call, recipient)
 
 
+def spaced_series(job: Job) -> set[str]:
+    """Return the series keys of the recipients whose repeats an interval spaces."""
+    return {
+        f"{job.name}:{request_digest(request_body(call, recipient))}"
+        for call in job.calls
+        if _spaced(call.repeat_count, call.interval_seconds)
+        for recipient in call.recipients
+    }
+
+
 def iter_plan(job: Job) -> Iterator[PlannedCall]:
     """Yield the plan lazily: calls in file order, then recipients, then repeats."""
     for call, recipient_index, body in iter_recipient_bodies(job):
-        digest = request_digest(body)
+        series = f"{job.name}:{request_digest(body)}"
         metadata = body["metadata"]
         for repeat_index in range(call.repeat_count):
-            key = f"{job.name}:{digest}:{repeat_index}"
+            key = f"{series}:{repeat_index}"
             request = {**body, "metadata": {**metadata, KEY_METADATA: key}}
             yield PlannedCall(
                 key=key,
                 request=request,
                 origin=Origin(job.path, call.index, recipient_index, repeat_index),
                 offset_seconds=repeat_index * call.interval_seconds,
+                repeat_count=call.repeat_count,
+                interval_seconds=call.interval_seconds,
             )

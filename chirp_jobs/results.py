@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from .errors import ConfigError, ResultsLockedError, ResultsWriteError
 from .logs import redact
-from .planning import PlannedCall
+from .planning import PlannedCall, series_key
 
 logger = logging.getLogger(__name__)
 
@@ -390,22 +390,31 @@ class RunState:
 
     `outcomes` is the last outcome record of each key. `in_flight` is the last
     intent record of each key whose request was sent with no outcome recorded
-    after it, because the process stopped before the response came.
+    after it, because the process stopped before the response came. `last_sent`
+    is the latest `sentAt` over every attempt of each spaced series (a plan key
+    without its repeat index), so a resume can space the repeats still to place.
     """
 
     run_id: str
     outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
     in_flight: dict[str, dict[str, Any]] = field(default_factory=dict)
     first_sent_at: str | None = None
+    last_sent: dict[str, datetime] = field(default_factory=dict)
     other_targets: set[str] = field(default_factory=set)
 
 
-def load_run_state(path: Path, run_id: str, target: str, key_mode: str) -> RunState:
+def load_run_state(
+    path: Path,
+    run_id: str,
+    target: str,
+    key_mode: str,
+    spaced: Container[str] = frozenset(),
+) -> RunState:
     """Read the records of run `run_id` from `path` (a missing file is empty).
 
     Only records sent to the same `target` with the same `key_mode` count: a
     sandbox trial or a test-key run under the same run id placed no call that a
-    live run may skip.
+    live run may skip. `last_sent` covers only the series named in `spaced`.
     """
     state = RunState(run_id)
     if not path.exists():
@@ -420,6 +429,9 @@ def load_run_state(path: Path, run_id: str, target: str, key_mode: str) -> RunSt
         kind = record.get("outcome")
         if state.first_sent_at is None and record.get("sentAt"):
             state.first_sent_at = record["sentAt"]
+        series = series_key(key)
+        if series in spaced:
+            _note_sent(state.last_sent, series, record.get("sentAt"))
         if kind == INTENT:
             state.in_flight[key] = record
         elif kind == NOT_PLACED:
@@ -428,6 +440,28 @@ def load_run_state(path: Path, run_id: str, target: str, key_mode: str) -> RunSt
             state.in_flight.pop(key, None)
             state.outcomes[key] = record
     return state
+
+
+def parse_timestamp(text: object) -> datetime | None:
+    """Return a record's ISO 8601 time (UTC if it has no offset), or None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment
+
+
+def _note_sent(last_sent: dict[str, datetime], series: str, sent_at: object) -> None:
+    moment = parse_timestamp(sent_at)
+    if moment is None:
+        return
+    earlier = last_sent.get(series)
+    if earlier is None or moment > earlier:
+        last_sent[series] = moment
 
 
 def interrupted_record(intent: dict[str, Any], message: str) -> dict[str, Any]:

@@ -25,13 +25,14 @@ from .client import SANDBOX_BASE_URL, SandboxTransport, build_client
 from .errors import ConfigError, PlanChangedError
 from .jobs import Job
 from .loading import JOB_FILE_SUFFIXES
-from .planning import PlannedCall, iter_plan
+from .planning import PlannedCall, iter_plan, spaced_series
 from .results import (
     FAILED,
     ResultsWriter,
     RunState,
     interrupted_record,
     load_run_state,
+    parse_timestamp,
 )
 from .runner import (
     DEFAULT_CONCURRENCY,
@@ -237,7 +238,11 @@ def execute_job(
     )
     with client, ResultsWriter(options.results, fsync=options.fsync) as writer:
         state = load_run_state(
-            options.results, settings.run_id, settings.target, settings.key_mode
+            options.results,
+            settings.run_id,
+            settings.target,
+            settings.key_mode,
+            spaced_series(job),
         )
         _warn_other_targets(state, settings)
         make_plan = plan or (lambda: iter_plan(job))
@@ -245,7 +250,14 @@ def execute_job(
         summary = RunSummary()
         _record_in_flight(state, writer, on_record)
         settings.elapsed_seconds = _elapsed_since(state.first_sent_at)
-        runner = Runner(client, writer, settings, on_record=on_record, summary=summary)
+        runner = Runner(
+            client,
+            writer,
+            settings,
+            on_record=on_record,
+            summary=summary,
+            earlier_sends=_seconds_since(state.last_sent),
+        )
         unfinished = _unfinished(make_plan(), state, options.retry_failed, summary)
         with _stop_on_signals(runner):
             return runner.execute(unfinished)
@@ -347,15 +359,19 @@ def _check_same_plan(
 
 def _elapsed_since(first_sent_at: str | None) -> float:
     """Return seconds since the run's first request, so offsets keep their time."""
-    if not isinstance(first_sent_at, str):
+    started = parse_timestamp(first_sent_at)
+    if started is None:
         return 0.0
-    try:
-        started = datetime.fromisoformat(first_sent_at.replace("Z", "+00:00"))
-    except ValueError:
-        return 0.0
-    if started.tzinfo is None:
-        started = started.replace(tzinfo=UTC)
     return max(0.0, (datetime.now(UTC) - started).total_seconds())
+
+
+def _seconds_since(moments: dict[str, datetime]) -> dict[str, float]:
+    """Return how long ago each moment was; one in the future counts as now."""
+    now = datetime.now(UTC)
+    return {
+        name: max(0.0, (now - moment).total_seconds())
+        for name, moment in moments.items()
+    }
 
 
 @contextmanager

@@ -10,12 +10,11 @@ written, so an invocation that dies mid-request leaves a trace the next one read
 
 from __future__ import annotations
 
-import heapq
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -37,6 +36,7 @@ from .results import (
     result_record,
     utc_now,
 )
+from .scheduling import Schedule
 
 logger = logging.getLogger(__name__)
 
@@ -304,7 +304,9 @@ class Runner:
 
     `stop()` (from a signal handler, say) ends the run early: no new request is
     sent, requests in flight get `settings.drain_seconds` to finish, and those
-    still unanswered then are recorded `unknown`.
+    still unanswered then are recorded `unknown`. `earlier_sends` is how long ago
+    each series (a plan key without its repeat index) last had a request sent by
+    an earlier invocation of the run, so its next repeat keeps the interval.
     """
 
     client: httpx.Client
@@ -314,6 +316,7 @@ class Runner:
     sleep: Callable[[float], None] | None = None
     on_record: RecordListener | None = None
     summary: RunSummary = field(default_factory=RunSummary)
+    earlier_sends: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._stopping = threading.Event()
@@ -328,7 +331,6 @@ class Runner:
         )
         self.budget = RetryBudget(self.settings.retry_budget)
         self._write_lock = threading.Lock()
-        self._plan_lock = threading.Lock()
         self._failure: BaseException | None = None
         self._in_flight: dict[str, _InFlight] = {}
         self._abandoned: set[str] = set()
@@ -357,19 +359,24 @@ class Runner:
         )
 
     def execute(self, plan: Iterable[PlannedCall]) -> RunSummary:
-        """Send every planned call at or after its offset; return the counts.
+        """Send every planned call once it is due; return the counts.
 
-        Each worker thread takes the next planned call itself when it is free, so
-        the lazy plan is read no further ahead than the calls being sent. An
-        error in a worker (a results file that cannot be written, say) stops the
-        run as a signal does, and is raised here once the others have finished.
+        A call is due at its offset, and a repeat also no sooner than its
+        interval after the latest request sent to the same recipient (see
+        `Schedule`). Each worker thread takes the next planned call itself when
+        it is free, so the lazy plan is read no further ahead than the calls
+        being sent. An error in a worker (a results file that cannot be written,
+        say) stops the run as a signal does, and is raised here once the others
+        have finished.
         """
-        self._start = self.clock() - self.settings.elapsed_seconds
-        self._plan: Iterator[PlannedCall] | None = iter(plan)
-        # Planned calls whose offset lies ahead wait in a heap, so the calls due now
-        # are not held up behind a later repeat.
-        self._waiting: list[tuple[int, int, PlannedCall]] = []
-        self._read = 0
+        self._schedule = Schedule(
+            plan,
+            self.settings.elapsed_seconds,
+            self.earlier_sends,
+            self.clock,
+            self._stopping,
+            self.sleep,
+        )
         # Daemon threads: once the drain gives up on a request, its thread must
         # not hold the process open until the request times out.
         workers = [
@@ -385,39 +392,13 @@ class Runner:
 
     def _work(self) -> None:
         try:
-            while (planned := self._next_call()) is not None:
+            while (planned := self._schedule.next_call()) is not None:
                 self._place(planned)
         except BaseException as error:
-            with self._plan_lock:
+            with self._write_lock:
                 if self._failure is None:
                     self._failure = error
             self._stopping.set()
-
-    def _next_call(self) -> PlannedCall | None:
-        """Return the next planned call that is due, waiting for one if need be.
-
-        Returns None once the plan is done or the run stops.
-        """
-        with self._plan_lock:
-            while not self.stopping:
-                elapsed = self.clock() - self._start
-                if self._waiting and self._waiting[0][0] <= elapsed:
-                    return heapq.heappop(self._waiting)[2]
-                planned = None if self._plan is None else next(self._plan, None)
-                if planned is None:
-                    self._plan = None
-                    if not self._waiting:
-                        return None
-                    # The other workers wait on the lock meanwhile: the next call
-                    # due is this one, for all of them.
-                    self._wait(self._waiting[0][0] - elapsed)
-                elif planned.offset_seconds > elapsed:
-                    self._read += 1
-                    entry = (planned.offset_seconds, self._read, planned)
-                    heapq.heappush(self._waiting, entry)
-                else:
-                    return planned
-            return None
 
     def _drain(self, workers: list[threading.Thread]) -> None:
         """Wait for the workers; after a stop, for `drain_seconds` at most."""
@@ -425,6 +406,7 @@ class Runner:
         while alive := [worker for worker in workers if worker.is_alive()]:
             if self.stopping and deadline is None:
                 deadline = time.monotonic() + self.settings.drain_seconds
+                self._schedule.wake()
             if deadline is not None and (
                 self._hurry.is_set() or time.monotonic() >= deadline
             ):
@@ -452,9 +434,11 @@ class Runner:
         }
         try:
             outcome = self._attempt_until_final(planned, request)
+            self._finish(planned.key, self._record(planned, request, outcome))
         except StopRequested:
             return
-        self._finish(planned.key, self._record(planned, request, outcome))
+        finally:
+            self._schedule.finish(planned)
 
     def _attempt_until_final(
         self, planned: PlannedCall, request: dict[str, Any]
@@ -465,6 +449,7 @@ class Runner:
             self.pacer.wait()
             attempts += 1
             moment = self._write_intent(planned, request, attempts)
+            self._schedule.note_sent(planned)
             sent_at = sent_at or moment
             attempt = self._send(planned.key, request)
             if not self._retries(planned, request, attempt, attempts):

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any
@@ -148,23 +148,26 @@ def _checked_plan(plan_path: Path, document: dict[str, Any]) -> SavedPlan:
         )
     job = load_job(job_path, job_display)
     shard = _saved_shard(document["settings"]["shard"])
-    calls = list(_planned_calls(document["calls"]))
-    _check_matches_job(calls, select_shard(iter_plan(job), shard), plan_path, again)
+    saved = _planned_calls(document["calls"])
+    expanded = select_shard(iter_plan(job), shard)
+    calls = list(_check_matches_job(saved, expanded, plan_path, again))
     return SavedPlan(job, job_path, shard, calls)
 
 
 def _check_matches_job(
-    calls: list[PlannedCall],
+    calls: Iterator[PlannedCall],
     expanded: Iterator[PlannedCall],
     plan_path: Path,
     again: str,
-) -> None:
-    """Raise `StalePlanError` unless `calls` are exactly the job's expansion.
+) -> Iterator[PlannedCall]:
+    """Yield `calls`, raising `StalePlanError` unless they are the job's expansion.
 
     The fingerprint only shows that the plan file is as written, and anyone who
     edits the file can compute it again. Expanding the unchanged job file once more
     and comparing call by call is what makes the saved plan trustworthy: a call the
-    job does not describe, or a key twice, is never sent.
+    job does not describe, or a key twice, is never sent. Each call yielded takes
+    its repeat count and interval from the expansion, since the saved format does
+    not store them and the runner spaces repeats by them.
     """
     for index, (saved, fresh) in enumerate(zip_longest(calls, expanded)):
         if saved is None or fresh is None or _identity(saved) != _identity(fresh):
@@ -172,6 +175,11 @@ def _check_matches_job(
                 f"plan does not match its job file: call {index} of {plan_path} "
                 f"differs from what the job expands to; {again}"
             )
+        yield replace(
+            saved,
+            repeat_count=fresh.repeat_count,
+            interval_seconds=fresh.interval_seconds,
+        )
 
 
 def _identity(planned: PlannedCall) -> tuple[Any, ...]:

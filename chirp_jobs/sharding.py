@@ -40,6 +40,11 @@ def shard_index(key: str, count: int) -> int:
     A hash of the key, not its position, decides, so editing one call of a job
     moves only that call's planned calls between shards.
     """
+    # NOTE: the whole key, repeat index included, is hashed, so the repeats of one
+    # recipient can fall in different shards. A shard cannot see when another
+    # sent the previous repeat, so across shards only the offsets space them.
+    # Hashing the key without its repeat index would close that gap, but would
+    # move keys between shards and make resumed shard runs place them again.
     digest = hashlib.sha256(key.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % count
 

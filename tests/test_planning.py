@@ -6,7 +6,7 @@ import json
 import tracemalloc
 
 from chirp_jobs.jobs import KEY_METADATA
-from chirp_jobs.planning import iter_plan
+from chirp_jobs.planning import iter_plan, spaced_series
 from chirp_jobs.reporting import iter_plan_json, plan_json_line
 from chirp_jobs.validation import load_job
 
@@ -43,6 +43,22 @@ def test_plan_order_calls_recipients_repeats(write_job: WriteJob) -> None:
 def test_plan_offsets_follow_interval(write_job: WriteJob) -> None:
     plan = list(iter_plan(load_job(write_job(LIST_AND_REPEAT))))
     assert [p.offset_seconds for p in plan] == [0, 600, 0, 600, 0]
+
+
+def test_plan_spacing_per_series(write_job: WriteJob) -> None:
+    job = load_job(write_job(LIST_AND_REPEAT))
+    plan = list(iter_plan(job))
+    assert [(p.repeat_count, p.interval_seconds) for p in plan] == [
+        (2, 600),
+        (2, 600),
+        (2, 600),
+        (2, 600),
+        (1, 0),
+    ]
+    assert [p.spaced for p in plan] == [True, True, True, True, False]
+    assert [p.series for p in plan] == [p.key.rsplit(":", 1)[0] for p in plan]
+    assert spaced_series(job) == {plan[0].series, plan[2].series}
+    assert plan[0].series != plan[2].series
 
 
 def test_plan_request_merges_defaults(write_job: WriteJob) -> None:

@@ -3,6 +3,7 @@ loopback: no call is ever created twice and every planned call gets one outcome.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -11,8 +12,9 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from chirp_jobs.sandbox import (
     SERVER_ERROR_AFTER_CREATE,
     Sandbox,
     SandboxConfig,
+    SandboxResponse,
     start_server,
 )
 from chirp_jobs.validation import load_job
@@ -320,6 +323,126 @@ def test_retry_on_4xx_status_exit_4(
     result = cli.invoke(main, args, env={"CHIRP_API_KEY": FAKE_KEY})
     assert result.exit_code == 4
     assert "only 5xx statuses can be retried" in result.output
+
+
+# Repeat spacing -----------------------------------------------------------------
+
+SPACED_JOB = """
+    version: 1
+    name: spaced
+    calls:
+      - from: "+15550100100"
+        to: "+15550100121"
+      - from: "+15550100100"
+        to: "+15550100122"
+        repeat: {count: 2, interval: 2s}
+    """
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@pytest.mark.parametrize("earlier", ["intent", "failed"])
+def test_resume_spaces_repeat_from_record(
+    cli: CliRunner, tmp_path: Path, write_job: WriteJob, earlier: str
+) -> None:
+    sandbox = Sandbox(SandboxConfig(rate_limit=UNLIMITED))
+    job = write_job(SPACED_JOB)
+    first, repeat_0, repeat_1 = _plan_keys(job)
+    results = tmp_path / "results.jsonl"
+    now = datetime.now(UTC)
+    # The run started 30 s ago, so the offset of repeat 1 (2 s) has long passed,
+    # but repeat 0 was sent only half a second ago: an invocation that fell
+    # behind and then died.
+    repeat_0_sent = _iso(now - timedelta(seconds=0.5))
+    records = [
+        (first, "created", _iso(now - timedelta(seconds=30))),
+        (repeat_0, earlier, repeat_0_sent),
+    ]
+    with _serving(sandbox) as url:
+        lines = [
+            json.dumps(
+                {
+                    "key": key,
+                    "job": "spaced",
+                    "runId": "r1",
+                    "target": url,
+                    "keyMode": "test",
+                    "outcome": outcome,
+                    "attempts": 1,
+                    "sentAt": sent_at,
+                }
+            )
+            for key, outcome, sent_at in records
+        ]
+        results.write_text("\n".join(lines) + "\n")
+        exit_code = _invoke(cli, _run_args(job, results, url, "--run-id", "r1"))
+
+    assert exit_code == 1
+    assert list(sandbox.count_by_key()) == [repeat_1]
+    outcomes = {record["key"]: record for record in read_results(results)}
+    assert outcomes[repeat_1]["outcome"] == "created"
+    gap = _moment(outcomes[repeat_1]["sentAt"]) - _moment(repeat_0_sent)
+    assert gap >= timedelta(seconds=2)
+
+
+class _SlowStartSandbox(Sandbox):
+    """A sandbox whose first create gets a 429 with `Retry-After: 1`."""
+
+    def __init__(self, config: SandboxConfig) -> None:
+        super().__init__(config)
+        self._creates = itertools.count()
+
+    def handle(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> SandboxResponse:
+        if method == "POST" and path == "/v1/calls" and next(self._creates) == 0:
+            error = {"error": {"type": "rate_limit_error", "message": "slow down"}}
+            return SandboxResponse(
+                429,
+                {"content-type": "application/json", "retry-after": "1"},
+                json.dumps(error).encode(),
+            )
+        return super().handle(method, path, headers, body)
+
+
+def test_slow_start_does_not_bunch_repeats(
+    cli: CliRunner, tmp_path: Path, write_job: WriteJob
+) -> None:
+    sandbox = _SlowStartSandbox(SandboxConfig(rate_limit=UNLIMITED))
+    job = write_job(
+        """
+        version: 1
+        name: bunch
+        calls:
+          - from: "+15550100100"
+            to: ["+15550100121", "+15550100122"]
+            repeat: {count: 2, interval: 1s}
+        """
+    )
+    results = tmp_path / "results.jsonl"
+    with _serving(sandbox) as url:
+        exit_code = _invoke(cli, _run_args(job, results, url))
+
+    assert exit_code == 0
+    assert sorted(sandbox.count_by_key().values()) == [1, 1, 1, 1]
+    # The 429 delayed every request by 1 s, to the offset of repeat 1 (1 s), so
+    # each repeat 1 would go right after its repeat 0 if offsets alone counted.
+    attempts: dict[str, list[datetime]] = {}
+    for record in read_records(results):
+        if record["outcome"] == "intent":
+            attempts.setdefault(record["key"], []).append(_moment(record["sentAt"]))
+    assert len(attempts) == 4
+    for key in _plan_keys(job):
+        series, _, repeat = key.rpartition(":")
+        if repeat == "1":
+            gap = min(attempts[key]) - max(attempts[f"{series}:0"])
+            assert gap >= timedelta(seconds=1), key
 
 
 # Crashes, signals and the lock --------------------------------------------------

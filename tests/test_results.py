@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -91,6 +92,32 @@ def test_run_state_by_key(tmp_path: Path) -> None:
     assert sorted(state.outcomes) == ["a"]
     assert sorted(state.in_flight) == ["b"]
     assert state.other_targets == {"https://api.example.test (sandbox)"}
+
+
+def test_run_state_last_sent_per_series(tmp_path: Path) -> None:
+    def sent(key: str, outcome: str, sent_at: str | None, run_id: str = "r") -> str:
+        record = json.loads(_line(key, outcome, run_id))
+        return json.dumps({**record, "sentAt": sent_at}) + "\n"
+
+    results = tmp_path / "results.jsonl"
+    results.write_text(
+        sent("job:aaaa:0", "intent", "2026-01-01T00:00:01.000Z")
+        + sent("job:aaaa:0", "not_placed", None)
+        + sent("job:aaaa:0", "intent", "2026-01-01T00:00:03.500Z")
+        # An outcome record keeps its first attempt's sentAt.
+        + sent("job:aaaa:0", "created", "2026-01-01T00:00:01.000Z")
+        + sent("job:bbbb:1", "unknown", "2026-01-01T00:00:02+00:00")
+        + sent("job:bbbb:2", "intent", "not a time")
+        + sent("job:cccc:0", "created", "2026-01-01T00:00:09.000Z", run_id="other")
+        # A series without an interval is not tracked.
+        + sent("job:dddd:1", "created", "2026-01-01T00:00:05.000Z")
+    )
+    spaced = {"job:aaaa", "job:bbbb", "job:cccc"}
+    state = load_run_state(results, "r", "sandbox", "sandbox", spaced)
+    assert state.last_sent == {
+        "job:aaaa": datetime(2026, 1, 1, 0, 0, 3, 500000, tzinfo=UTC),
+        "job:bbbb": datetime(2026, 1, 1, 0, 0, 2, tzinfo=UTC),
+    }
 
 
 def test_sandbox_command_injects_faults(tmp_path: Path) -> None:

@@ -450,3 +450,64 @@ def test_pacer_with_chosen_rate_ignores_limit() -> None:
     pacer.observe_limits(httpx.Headers({"X-RateLimit-Limit": "1200"}))
     assert pacer.base_interval == 0.5
     assert pacer.interval == 0.5
+
+
+@pytest.mark.parametrize(
+    ("final_status", "count", "expected"),
+    [
+        (201, 2, [(0.0, 0), (5.0, 0), (6.0, 1)]),
+        (201, 3, [(0.0, 0), (5.0, 0), (6.0, 1), (7.0, 2)]),
+        # A failed or unknown repeat was sent too, so the interval counts from it.
+        (400, 2, [(0.0, 0), (5.0, 0), (6.0, 1)]),
+        (503, 2, [(0.0, 0), (5.0, 0), (6.0, 1)]),
+    ],
+)
+def test_late_repeat_keeps_interval(
+    tmp_path: Path,
+    write_job: WriteJob,
+    final_status: int,
+    count: int,
+    expected: list[tuple[float, int]],
+) -> None:
+    job = load_job(
+        write_job(
+            f"""
+            version: 1
+            name: late
+            calls:
+              - from: "+15550100100"
+                to: "+15550100121"
+                repeat: {{count: {count}, interval: 1s}}
+            """,
+            "late.yaml",
+        )
+    )
+    now = [0.0]
+    sent: list[tuple[float, int]] = []
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        key = json.loads(request.content)["metadata"]["chirpJobsKey"]
+        repeat = int(key.rpartition(":")[2])
+        sent.append((now[0], repeat))
+        # The first request gets a 429 whose Retry-After pauses the run for 5 s,
+        # so repeat 0 is placed after the offsets of the later repeats have passed.
+        if len(sent) == 1:
+            return httpx.Response(429, headers={"Retry-After": "5"})
+        if repeat == 0 and final_status != 201:
+            return httpx.Response(final_status, json={"error": {"type": "x"}})
+        return httpx.Response(201, json=CALL)
+
+    client = build_client(
+        "http://chirp.invalid", TEST_KEY, 2.0, httpx.MockTransport(handler)
+    )
+    settings = RunSettings(job=job.name, run_id="r", target="t", rate=1000)
+    with client, ResultsWriter(tmp_path / "r.jsonl", fsync=False) as writer:
+        runner = Runner(client, writer, settings, clock=lambda: now[0], sleep=sleep)
+        summary = runner.execute(iter_plan(job))
+
+    assert sent == expected
+    assert summary.total == count
+    assert summary.created == count - (final_status != 201)

@@ -14,6 +14,7 @@ from chirp_jobs.cli import main
 from chirp_jobs.jobs import RUN_METADATA
 from chirp_jobs.results import read_results
 from chirp_jobs.sandbox import Sandbox, SandboxServer
+from chirp_jobs.saved_plans import read_plan
 
 from .conftest import TEST_KEY
 
@@ -227,3 +228,16 @@ def test_run_malformed_plan_exit_2(
         "error: invalid saved plan plan.json: missing or malformed field ('job')"
     )
     assert sandbox.request_count == 0
+
+
+def test_saved_plan_keeps_repeat_spacing(cli: CliRunner, repository: Path) -> None:
+    (repository / "jobs" / "x.yaml").write_text(
+        JOB.replace("repeat: 2", "repeat: {count: 2, interval: 90s}"),
+        encoding="utf-8",
+    )
+    _save_plan(cli)
+    calls = read_plan(Path("plan.json")).calls
+    spacing = [(call.repeat_count, call.interval_seconds) for call in calls]
+    # The saved format stores no interval, so it comes from the job file and the
+    # runner spaces the two repeats of +15550100124 by the job's 90 s.
+    assert spacing == [(1, 0), (1, 0), (1, 0), (2, 90), (2, 90)]
