@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from .api_keys import api_key_message, api_key_problems, iter_api_key_paths
-from .errors import JobFileError, Problem
+from .errors import MAX_PROBLEMS_PER_FILE, Problem, ProblemCollector
 from .loading import Document, FieldPath
 from .schema import definition_pattern, job_validator, property_limit
 
@@ -62,31 +64,31 @@ class Job:
 
 
 def build_job(document: Document) -> Job:
-    """Validate a parsed job file and return the job, or raise `JobFileError`."""
-    problems = api_key_problems(document.path, document.text)
-    if not problems:
-        problems = [
-            document.problem(path, api_key_message())
-            for path in iter_api_key_paths(document.data)
-        ]
-    problems += _plus_number_problems(document)
-    schema_problems = _first_per_field(
-        [_schema_problem(document, error) for error in _schema_errors(document)]
-    )
-    if schema_problems:
+    """Validate a parsed job file and return the job, or raise `JobFileError`.
+
+    Checking stops once the file has more than `MAX_PROBLEMS_PER_FILE` problems.
+    """
+    problems = ProblemCollector()
+    problems.extend(_api_key_problems(document))
+    problems.extend(_plus_number_problems(document))
+    schema_fields: set[str] = set()
+    problems.extend(_schema_problems(document, schema_fields))
+    # If checking stopped before the schema was checked to the end, the data may
+    # still be invalid, so no job is built from it.
+    if schema_fields or problems.more:
         # The channel rules for addresses need defaults applied, which the schema
         # cannot express; they are checked anyway so one pass reports everything.
-        reported = {problem.field for problem in schema_problems}
         addresses = _tolerant_address_problems(document)
-        problems += schema_problems
-        problems += [p for p in addresses if p.field not in reported]
-        raise JobFileError(list(dict.fromkeys(problems)))
+        problems.extend(p for p in addresses if p.field not in schema_fields)
+        raise problems.error()
 
     data = document.data
     defaults = data.get("defaults", {})
     calls: list[CallSpec] = []
     for index, call in enumerate(data["calls"]):
         spec = _build_call(document, index, defaults, call, problems)
+        if problems.more:
+            raise problems.error()
         if spec is not None:
             calls.append(spec)
 
@@ -99,41 +101,51 @@ def build_job(document: Document) -> Job:
         settings=data.get("settings", {}),
     )
     if not problems:
-        problems += _size_problems(document, job)
+        problems.extend(_size_problems(document, job))
     if problems:
-        raise JobFileError(list(dict.fromkeys(problems)))
+        raise problems.error()
     return job
 
 
-def _plus_number_problems(document: Document) -> list[Problem]:
+def _api_key_problems(document: Document) -> list[Problem]:
+    problems = api_key_problems(document.path, document.text)
+    if problems:
+        return problems
+    return [
+        document.problem(path, api_key_message())
+        for path in itertools.islice(
+            iter_api_key_paths(document.data), MAX_PROBLEMS_PER_FILE + 1
+        )
+    ]
+
+
+def _plus_number_problems(document: Document) -> Iterator[Problem]:
     # Metadata is sent as written, so `+15550100123` there would arrive as the
     # number 15550100123. Other fields are checked by the schema.
-    problems = []
     for path in document.plus_numbers:
         if "metadata" not in path:
             continue
         written = document.locate(path).text
-        problems.append(
-            document.problem(
-                path,
-                f"{written} was read as a number, which drops the +; quote it to "
-                f'send it as written: "{written}"',
-            )
+        yield document.problem(
+            path,
+            f"{written} was read as a number, which drops the +; quote it to "
+            f'send it as written: "{written}"',
         )
-    return problems
 
 
-def _first_per_field(problems: list[Problem]) -> list[Problem]:
-    # A value can break several keywords at once (`version = "1"` is neither an
-    # integer nor 1); the first message, usually about its type, is enough.
-    first: dict[str, Problem] = {}
-    for problem in problems:
-        first.setdefault(problem.field, problem)
-    return list(first.values())
+def _schema_problems(document: Document, fields: set[str]) -> Iterator[Problem]:
+    """Yield one problem per field that breaks the schema, adding it to `fields`.
 
-
-def _schema_errors(document: Document) -> list[Any]:
-    return list(job_validator().iter_errors(document.data))
+    jsonschema finds errors lazily, so a caller that stops iterating stops the
+    validation too.
+    """
+    for error in job_validator().iter_errors(document.data):
+        problem = _schema_problem(document, error)
+        # A value can break several keywords at once (`version = "1"` is neither
+        # an integer nor 1); the first message, usually about its type, is enough.
+        if problem.field not in fields:
+            fields.add(problem.field)
+            yield problem
 
 
 def _build_call(
@@ -141,24 +153,23 @@ def _build_call(
     index: int,
     defaults: dict[str, Any],
     call: dict[str, Any],
-    problems: list[Problem],
+    problems: ProblemCollector,
 ) -> CallSpec | None:
     def value(name: str) -> Any:
         return call.get(name, defaults.get(name))
 
     before = len(problems)
-    for name in ("from", "to"):
-        if value(name) is None:
-            problems.append(
-                document.problem(
-                    ("calls", index),
-                    f"missing `{name}`; set it on the call or in `defaults`",
-                )
-            )
-    if len(problems) > before:
+    missing = [name for name in ("from", "to") if value(name) is None]
+    problems.extend(
+        document.problem(
+            ("calls", index), f"missing `{name}`; set it on the call or in `defaults`"
+        )
+        for name in missing
+    )
+    if missing:
         return None
-    problems += _call_address_problems(document, index, defaults, call)
-    if len(problems) > before:
+    problems.extend(_call_address_problems(document, index, defaults, call))
+    if len(problems) > before or problems.more:
         return None
     from_channel = value("fromChannel") or DEFAULT_CHANNEL
     to_channel = value("toChannel") or DEFAULT_CHANNEL
@@ -178,23 +189,21 @@ def _build_call(
     )
 
 
-def _tolerant_address_problems(document: Document) -> list[Problem]:
+def _tolerant_address_problems(document: Document) -> Iterator[Problem]:
     data = document.data
     if not isinstance(data, dict) or not isinstance(data.get("calls"), list):
-        return []
+        return
     defaults = data.get("defaults")
     if not isinstance(defaults, dict):
         defaults = {}
-    problems = []
     for index, call in enumerate(data["calls"]):
         if isinstance(call, dict):
-            problems += _call_address_problems(document, index, defaults, call)
-    return problems
+            yield from _call_address_problems(document, index, defaults, call)
 
 
 def _call_address_problems(
     document: Document, index: int, defaults: dict[str, Any], call: dict[str, Any]
-) -> list[Problem]:
+) -> Iterator[Problem]:
     """Check `from` and each `to` of one call against its channels.
 
     Values of the wrong type or on an unknown channel are skipped: the schema
@@ -224,14 +233,12 @@ def _call_address_problems(
             checks.append((item.get("address"), to_channel, (*path, "address")))
         else:
             checks.append((item, to_channel, path))
-    problems = []
     for address, channel, path in checks:
         if not isinstance(address, str) or channel not in CHANNELS:
             continue
         message = address_problem(address, channel)
         if message:
-            problems.append(document.problem(path, message))
-    return problems
+            yield document.problem(path, message)
 
 
 def _repeat(repeat: Any) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import yaml
 
 from .api_keys import api_key_problems
-from .errors import JobFileError, Problem
+from .errors import MAX_PROBLEMS_PER_FILE, JobFileError, Problem
 from .positions import (
     KEY_MARK,
     FieldPath,
@@ -113,7 +113,8 @@ def load_document(path: Path, display: str | None = None) -> Document:
         return _parse_document(text, shown, suffix)
     except JobFileError as error:
         # A key in a file that does not parse has leaked all the same.
-        raise JobFileError([*error.problems, *api_key_problems(shown, text)]) from None
+        problems = [*error.problems, *api_key_problems(shown, text)]
+        raise JobFileError(problems, more=error.more) from None
 
 
 def _parse_document(text: str, shown: str, suffix: str) -> Document:
@@ -263,7 +264,8 @@ class _YamlBuilder:
             self.locations.setdefault(
                 (*frame[1], key, KEY_MARK), Location(line, column)
             )
-        if first is not None:
+        # One problem past the limit is kept, so `load_job` reports there are more.
+        if first is not None and len(self.problems) <= MAX_PROBLEMS_PER_FILE:
             self.problems.append(
                 Problem(
                     self.path,
@@ -274,7 +276,7 @@ class _YamlBuilder:
                     f"first defined at line {first}",
                 )
             )
-        else:
+        elif first is None:
             frame[6][key] = line
         frame[2] = key
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import itertools
 import re
 import sys
 import tomllib
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from datetime import date, datetime, time
 from typing import Any
 
-from .errors import JobFileError, Problem
+from .errors import MAX_PROBLEMS_PER_FILE, JobFileError, Problem
 from .positions import (
     KEY_MARK,
     FieldPath,
@@ -62,7 +63,8 @@ def parse_toml(text: str, path: str) -> Any:
         # tomllib converts integer literals with int(), which raises a plain
         # ValueError past Python's limit on digits (sys.get_int_max_str_digits).
         raise _long_integer_error(text, path) from None
-    problems = list(_unsupported(data, ()))
+    # One problem past the limit is kept, so `load_job` reports there are more.
+    problems = list(itertools.islice(_unsupported(data, ()), MAX_PROBLEMS_PER_FILE + 1))
     if problems:
         locations = toml_locations(text)
         raise JobFileError(
