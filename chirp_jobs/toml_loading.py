@@ -20,8 +20,10 @@ from typing import Any
 from .errors import MAX_PROBLEMS_PER_FILE, JobFileError, Problem
 from .positions import (
     KEY_MARK,
+    AllLocated,
     FieldPath,
     Location,
+    RequestedLocations,
     format_field,
     nearest_location,
 )
@@ -266,9 +268,17 @@ class _ScanStopped(Exception):
     """The scanner met text it does not follow; the positions so far are kept."""
 
 
-def toml_locations(text: str) -> dict[FieldPath, Location]:
-    """Map field paths to the positions of their values and keys in TOML `text`."""
+def toml_locations(
+    text: str, requested: frozenset[FieldPath] | None = None
+) -> dict[FieldPath, Location]:
+    """Map field paths to the positions of their values and keys in TOML `text`.
+
+    With `requested`, only those paths and their parents are mapped, and the scan
+    stops once they are all found.
+    """
     scanner = _TomlScanner(text)
+    if requested is not None:
+        scanner.locations = RequestedLocations(requested)
     scanner.scan_safely()
     return scanner.locations
 
@@ -291,7 +301,7 @@ class _TomlScanner:
         self.array_counts: dict[FieldPath, int] = {}
 
     def scan_safely(self) -> None:
-        with contextlib.suppress(_ScanStopped):
+        with contextlib.suppress(_ScanStopped, AllLocated):
             self._scan()
 
     def _scan(self) -> None:

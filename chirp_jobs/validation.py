@@ -8,7 +8,13 @@ from pathlib import Path
 from .api_keys import redact_api_keys
 from .errors import MAX_PROBLEMS_PER_FILE, JobFileError, Problem, ProblemCollector
 from .jobs import Job, build_job
-from .loading import JOB_FILE_SUFFIXES, Document, format_field, load_document
+from .loading import (
+    JOB_FILE_SUFFIXES,
+    Document,
+    FieldPath,
+    format_field,
+    load_document,
+)
 from .planning import iter_recipient_bodies, request_digest
 
 
@@ -39,6 +45,10 @@ def _capped(problems: list[Problem], more: bool) -> tuple[list[Problem], bool]:
 
 
 def _duplicate_problems(document: Document, job: Job) -> Iterator[Problem]:
+    return document.iter_problems(_duplicate_findings(job))
+
+
+def _duplicate_findings(job: Job) -> Iterator[tuple[FieldPath, str]]:
     # The same body twice in one plan would ring the same person twice with
     # nothing to tell the two apart. `repeat` is how a job requests that on purpose.
     first_seen: dict[str, tuple[int, int]] = {}
@@ -49,7 +59,7 @@ def _duplicate_problems(document: Document, job: Job) -> Iterator[Problem]:
             continue
         path = _recipient_path(job, call.index, recipient_index)
         earlier = _recipient_path(job, *first)
-        yield document.problem(
+        yield (
             path,
             f"the same request as {format_field(earlier)} (same from, to, channels "
             "and metadata) would be sent twice; remove one, or use `repeat` to "
