@@ -125,8 +125,8 @@ def main(ctx: click.Context, verbose: int, quiet: bool, log_format: str) -> None
 def validate(paths: tuple[Path, ...]) -> None:
     """Check job files, and the job files in folders, against the schema.
 
-    Prints each problem as path:line:column: field: message. Exits 0 when every
-    file is valid and 2 otherwise.
+    Prints each problem as path:line:column: field: message, at most 50 per
+    file. Exits 0 when every file is valid and 2 otherwise.
     """
     from .validation import validate_paths
 
