@@ -116,7 +116,7 @@ def _api_key_problems(document: Document) -> Iterable[Problem]:
 def _plus_number_problems(document: Document) -> Iterator[Problem]:
     # Metadata is sent as written, so `+15550100123` there would arrive as the
     # number 15550100123. Other fields are checked by the schema.
-    paths = [path for path in document.plus_numbers if "metadata" in path]
+    paths = document.plus_numbers
     document.expect(paths[: MAX_PROBLEMS_PER_FILE + 1])
     for path in paths:
         written = document.locate(path).text

@@ -82,7 +82,9 @@ class Document:
     data: Any
     text: str
     format: str
-    # Integers written with a leading +, which the number loses (`+15550100123`).
+    # Integers in metadata written with a leading +, which the number loses
+    # (`+15550100123`). Metadata is sent as written; elsewhere the schema rejects
+    # numbers where text belongs.
     plus_numbers: list[FieldPath] = field(default_factory=list)
     _locations: dict[FieldPath, Location] | None = field(default=None, repr=False)
     # The paths `_locations` was scanned for, or None once the whole file is mapped.
@@ -169,7 +171,7 @@ def _parse_document(text: str, shown: str, suffix: str) -> Document:
     data = parse_toml(text, shown)
     if not data:
         raise _file_error(shown, _EMPTY_FILE, 1, 1)
-    return Document(shown, data, text, "toml", toml_plus_numbers(text))
+    return Document(shown, data, text, "toml", toml_plus_numbers(text, data))
 
 
 def _file_error(
@@ -382,7 +384,7 @@ class _YamlBuilder:
         if value in _YAML_FALSE:
             return False
         if _YAML_INT.fullmatch(value):
-            if value.startswith("+"):
+            if value.startswith("+") and "metadata" in path:
                 self.plus_numbers.append(path)
             try:
                 return int(value)

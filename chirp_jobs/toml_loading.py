@@ -75,17 +75,39 @@ def parse_toml(text: str, path: str) -> Any:
     return data
 
 
-def toml_plus_numbers(text: str) -> list[FieldPath]:
-    """Return the paths of integers written with a leading +, in file order."""
+def toml_plus_numbers(text: str, data: Any) -> list[FieldPath]:
+    """Return the paths of integers in metadata written with a leading +."""
     if _MAYBE_PLUS_NUMBER.search(text) is None:
         return []
+    # Only the integers in metadata are looked up, so a long list of unquoted
+    # numbers elsewhere, which the schema rejects anyway, costs no scan.
+    candidates = list(_metadata_integers(data, (), False))
+    if not candidates:
+        return []
+    locations = toml_locations(text, frozenset(candidates))
+    written = [(field, locations.get(field)) for field in candidates]
     return [
         field
-        for field, where in toml_locations(text).items()
-        if where.text
+        for field, where in written
+        if where is not None
+        and where.text
         and where.text.startswith("+")
         and _LONG_INTEGER.fullmatch(where.text)
     ]
+
+
+def _metadata_integers(
+    value: Any, path: FieldPath, in_metadata: bool
+) -> Iterator[FieldPath]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inside = in_metadata or key == "metadata"
+            yield from _metadata_integers(item, (*path, key), inside)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _metadata_integers(item, (*path, index), in_metadata)
+    elif in_metadata and type(value) is int:
+        yield path
 
 
 def _problem(

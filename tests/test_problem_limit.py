@@ -56,6 +56,19 @@ def _stopped_line(path: Path) -> str:
     )
 
 
+def _assert_validate_stopped(
+    cli: CliRunner, path: Path, first: str, fiftieth: str
+) -> None:
+    """Run validate and check the first and 50th problems, and the last lines."""
+    exit_code, lines = _invoke(cli, "validate", str(path))
+    assert exit_code == 2
+    assert len(lines) == 52
+    assert lines[0] == first
+    assert lines[49].startswith(fiftieth)
+    assert lines[50] == _stopped_line(path)
+    assert lines[51] == "more than 50 problems in 1 of 1 job file"
+
+
 def _invoke(cli: CliRunner, *arguments: str) -> tuple[int, list[str]]:
     result = cli.invoke(main, list(arguments), env={"CHIRP_API_KEY": TEST_KEY})
     assert "Traceback" not in result.output
@@ -138,33 +151,27 @@ def test_address_problems_stop_past_limit(cli: CliRunner, tmp_path: Path) -> Non
     items = "".join(f'      - "555-01{i:02d}"\n' for i in range(60))
     path = tmp_path / "dashes.yaml"
     path.write_text(f"{YAML_HEAD}{items}")
-    exit_code, lines = _invoke(cli, "validate", str(path))
-    assert exit_code == 2
-    assert len(lines) == 52
-    assert lines[0] == (
+    first = (
         f"{path}:6:9: calls[0].to[0]: '555-0100' is not an E.164 number (pstn "
         "channel): remove spaces, dashes, dots, underscores and brackets, and start "
         "with + and the country code, as in '+15550100123'"
     )
-    assert lines[49].startswith(f"{path}:55:9: calls[0].to[49]: '555-0149' ")
-    assert lines[50] == _stopped_line(path)
-    assert lines[51] == "more than 50 problems in 1 of 1 job file"
+    _assert_validate_stopped(
+        cli, path, first, f"{path}:55:9: calls[0].to[49]: '555-0149' "
+    )
 
 
 def test_duplicate_requests_stop_past_limit(cli: CliRunner, tmp_path: Path) -> None:
     items = '      - "+15550100123"\n' * 62
     path = tmp_path / "same.yaml"
     path.write_text(f"{YAML_HEAD}{items}")
-    exit_code, lines = _invoke(cli, "validate", str(path))
-    assert exit_code == 2
-    assert len(lines) == 52
-    assert lines[0] == (
+    first = (
         f"{path}:7:9: calls[0].to[1]: the same request as calls[0].to[0] (same "
         "from, to, channels and metadata) would be sent twice; remove one, or use "
         "`repeat` to place a call more than once"
     )
-    assert lines[49].startswith(f"{path}:56:9: calls[0].to[50]: the same request ")
-    assert lines[50] == _stopped_line(path)
+    fiftieth = f"{path}:56:9: calls[0].to[50]: the same request "
+    _assert_validate_stopped(cli, path, first, fiftieth)
 
 
 def test_duplicate_keys_stop_past_limit(cli: CliRunner, tmp_path: Path) -> None:
@@ -174,15 +181,12 @@ def test_duplicate_keys_stop_past_limit(cli: CliRunner, tmp_path: Path) -> None:
         'version: 1\nname: keys\ncalls:\n  - from: "+15550100100"\n'
         f'    to: "+15550100123"\n    metadata:\n{keys}'
     )
-    exit_code, lines = _invoke(cli, "validate", str(path))
-    assert exit_code == 2
-    assert len(lines) == 52
-    assert lines[0] == (
+    first = (
         f"{path}:8:7: calls[0].metadata.k: duplicate key `k` at line 8; first "
         "defined at line 7"
     )
-    assert lines[49].startswith(f"{path}:57:7: calls[0].metadata.k: duplicate key")
-    assert lines[50] == _stopped_line(path)
+    fiftieth = f"{path}:57:7: calls[0].metadata.k: duplicate key"
+    _assert_validate_stopped(cli, path, first, fiftieth)
 
 
 def test_api_key_shown_despite_limit(cli: CliRunner, tmp_path: Path) -> None:
@@ -198,3 +202,18 @@ def test_api_key_shown_despite_limit(cli: CliRunner, tmp_path: Path) -> None:
         "job files are checked in"
     )
     assert lines[50] == _stopped_line(path)
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".toml"])
+def test_plus_numbers_stop_past_limit(
+    cli: CliRunner, tmp_path: Path, suffix: str
+) -> None:
+    path = _write_numbers(tmp_path / f"plus{suffix}", MAX_PROBLEMS_PER_FILE + 10)
+    path.write_text(path.read_text().replace(" 1555", " +1555"))
+    column = 3 if suffix == ".toml" else 9
+    first = (
+        f"{path}:6:{column}: calls[0].to[0]: +15550100000 was read as a number, "
+        'which loses the leading + and zeros; quote phone numbers: "+15550100000"'
+    )
+    fiftieth = f"{path}:55:{column}: calls[0].to[49]: +15550100049"
+    _assert_validate_stopped(cli, path, first, fiftieth)
