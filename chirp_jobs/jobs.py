@@ -209,13 +209,13 @@ def _tolerant_address_problems(document: Document) -> Iterator[Problem]:
     defaults = data.get("defaults")
     if not isinstance(defaults, dict):
         defaults = {}
-    findings = (
-        finding
-        for index, call in enumerate(data["calls"])
-        if isinstance(call, dict)
-        for finding in _call_address_findings(index, defaults, call)
-    )
-    yield from document.iter_problems(findings)
+
+    def findings() -> Iterator[tuple[FieldPath, str]]:
+        for index, call in enumerate(data["calls"]):
+            if isinstance(call, dict):
+                yield from _call_address_findings(index, defaults, call)
+
+    yield from document.iter_problems(findings())
 
 
 def _call_address_findings(
