@@ -7,11 +7,12 @@ so a key in a job file has leaked.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from collections.abc import Iterator
 from typing import Any
 
-from .errors import Problem
+from .errors import MAX_PROBLEMS_PER_FILE, Problem
 
 FieldPath = tuple[str | int, ...]
 
@@ -27,11 +28,16 @@ _KEY_MESSAGE = (
 
 
 def api_key_problems(path: str, text: str) -> list[Problem]:
-    """Return one problem for each API-key-like text in a job file's text."""
+    """Return one problem for each API-key-like text in a job file's text.
+
+    At most `MAX_PROBLEMS_PER_FILE` + 1 are returned.
+    """
     # The whole text is searched, comments included: a key in a comment of a
     # checked-in file has leaked all the same. The value is never echoed.
     problems = []
-    for match in _API_KEY.finditer(text):
+    # One problem past the limit is kept, so the caller reports there are more.
+    matches = itertools.islice(_API_KEY.finditer(text), MAX_PROBLEMS_PER_FILE + 1)
+    for match in matches:
         line = text.count("\n", 0, match.start()) + 1
         column = match.start() - text.rfind("\n", 0, match.start())
         problems.append(Problem(path, line, column, "", _KEY_MESSAGE))

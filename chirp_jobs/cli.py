@@ -125,23 +125,24 @@ def main(ctx: click.Context, verbose: int, quiet: bool, log_format: str) -> None
 def validate(paths: tuple[Path, ...]) -> None:
     """Check job files, and the job files in folders, against the schema.
 
-    Prints each problem as path:line:column: field: message. Exits 0 when every
-    file is valid and 2 otherwise.
+    Prints each problem as path:line:column: field: message, at most 50 per
+    file. Exits 0 when every file is valid and 2 otherwise.
     """
     from .validation import validate_paths
 
-    count, problems = validate_paths(paths)
-    for problem in problems:
-        click.echo(str(problem))
+    count, errors = validate_paths(paths)
+    for error in errors:
+        click.echo(str(error))
     if count == 0:
         click.echo("error: no job files (*.yaml, *.yml, *.toml) found", err=True)
         sys.exit(EXIT_INVALID)
-    if problems:
-        files = len({problem.path for problem in problems})
+    if errors:
+        problems = _count(sum(len(error.problems) for error in errors), "problem")
+        # Checking stopped early in at least one file, so the total is not known.
+        if any(error.more for error in errors):
+            problems = f"more than {problems}"
         click.echo(
-            f"{_count(len(problems), 'problem')} in {files} of "
-            f"{_count(count, 'job file')}",
-            err=True,
+            f"{problems} in {len(errors)} of {_count(count, 'job file')}", err=True
         )
         sys.exit(EXIT_INVALID)
     click.echo(f"{_count(count, 'job file')} valid")

@@ -10,9 +10,10 @@ document is walked again by `Document.locate`, which keeps the fast path lean.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -20,11 +21,13 @@ from typing import Any, NoReturn
 import yaml
 
 from .api_keys import api_key_problems
-from .errors import JobFileError, Problem
+from .errors import MAX_PROBLEMS_PER_FILE, JobFileError, Problem
 from .positions import (
     KEY_MARK,
+    AllLocated,
     FieldPath,
     Location,
+    RequestedLocations,
     format_field,
     nearest_location,
 )
@@ -50,6 +53,9 @@ MAX_DEPTH = 64
 # Aliases share one object, but anything that walks the data (validation, JSON
 # encoding) visits each use again, so the nodes reached through aliases are capped.
 MAX_ALIAS_NODES = 100_000
+# The maximum number of scans for the positions of given paths, after which
+# `Document.locate` maps the whole file.
+MAX_PARTIAL_SCANS = 3
 
 _EMPTY_FILE = "the file is empty; a job file sets at least version, name and calls"
 
@@ -76,18 +82,43 @@ class Document:
     data: Any
     text: str
     format: str
-    # Integers written with a leading +, which the number loses (`+15550100123`).
+    # Integers in metadata written with a leading +, which the number loses
+    # (`+15550100123`). Metadata is sent as written; elsewhere the schema rejects
+    # numbers where text belongs.
     plus_numbers: list[FieldPath] = field(default_factory=list)
     _locations: dict[FieldPath, Location] | None = field(default=None, repr=False)
+    # The paths `_locations` was scanned for, or None once the whole file is mapped.
+    _scanned_for: frozenset[FieldPath] | None = field(default=None, repr=False)
+    _expected: set[FieldPath] = field(default_factory=set, repr=False)
+    _scans: int = field(default=0, repr=False)
+
+    def expect(self, paths: Iterable[FieldPath]) -> None:
+        """Add paths that will be located soon, so that one scan finds them all."""
+        self._expected.update(paths)
 
     def locate(self, path: FieldPath) -> Location:
         """Return the location of the value at `path`, or of its nearest parent."""
-        if self._locations is None:
-            if self.format == "yaml":
-                self._locations = _yaml_locations(self.text)
-            else:
-                self._locations = toml_locations(self.text)
+        scanned_for = self._scanned_for
+        if self._locations is None or (
+            scanned_for is not None and path not in scanned_for
+        ):
+            self._locations = self._scan(path)
         return nearest_location(self._locations, path)
+
+    def _scan(self, path: FieldPath) -> dict[FieldPath, Location]:
+        # A scan for given paths keeps only those and their parents, and stops
+        # once it has found them all, so a few problems at the start of a large
+        # file cost little time and memory. Each path not expected costs a scan,
+        # so past a few scans the whole file is mapped instead.
+        self._expected.add(path)
+        self._scans += 1
+        requested = None
+        if self._scans <= MAX_PARTIAL_SCANS:
+            requested = frozenset(self._expected)
+        self._scanned_for = requested
+        if self.format == "yaml":
+            return _yaml_locations(self.text, requested)
+        return toml_locations(self.text, requested)
 
     def locate_key(self, path: FieldPath) -> Location:
         """Return the location of the key that names the value at `path`."""
@@ -96,6 +127,20 @@ class Document:
     def problem(self, path: FieldPath, message: str, at_key: bool = False) -> Problem:
         where = self.locate_key(path) if at_key else self.locate(path)
         return Problem(self.path, where.line, where.column, format_field(path), message)
+
+    def iter_problems(
+        self, findings: Iterable[tuple[FieldPath, str]]
+    ) -> Iterator[Problem]:
+        """Yield a problem for each (field path, message), located in batches.
+
+        A batch has `MAX_PROBLEMS_PER_FILE` + 1 paths, so a caller that stops at
+        the limit scans the file for positions once.
+        """
+        pending = iter(findings)
+        while batch := list(itertools.islice(pending, MAX_PROBLEMS_PER_FILE + 1)):
+            self.expect(path for path, _ in batch)
+            for path, message in batch:
+                yield self.problem(path, message)
 
 
 def load_document(path: Path, display: str | None = None) -> Document:
@@ -113,7 +158,8 @@ def load_document(path: Path, display: str | None = None) -> Document:
         return _parse_document(text, shown, suffix)
     except JobFileError as error:
         # A key in a file that does not parse has leaked all the same.
-        raise JobFileError([*error.problems, *api_key_problems(shown, text)]) from None
+        problems = [*error.problems, *api_key_problems(shown, text)]
+        raise JobFileError(problems, more=error.more) from None
 
 
 def _parse_document(text: str, shown: str, suffix: str) -> Document:
@@ -125,7 +171,7 @@ def _parse_document(text: str, shown: str, suffix: str) -> Document:
     data = parse_toml(text, shown)
     if not data:
         raise _file_error(shown, _EMPTY_FILE, 1, 1)
-    return Document(shown, data, text, "toml", toml_plus_numbers(text))
+    return Document(shown, data, text, "toml", toml_plus_numbers(text, data))
 
 
 def _file_error(
@@ -263,7 +309,8 @@ class _YamlBuilder:
             self.locations.setdefault(
                 (*frame[1], key, KEY_MARK), Location(line, column)
             )
-        if first is not None:
+        # One problem past the limit is kept, so `load_job` reports there are more.
+        if first is not None and len(self.problems) <= MAX_PROBLEMS_PER_FILE:
             self.problems.append(
                 Problem(
                     self.path,
@@ -274,7 +321,7 @@ class _YamlBuilder:
                     f"first defined at line {first}",
                 )
             )
-        else:
+        elif first is None:
             frame[6][key] = line
         frame[2] = key
 
@@ -296,7 +343,7 @@ class _YamlBuilder:
         text = None
         if isinstance(event, yaml.ScalarEvent) and not event.style:
             text = event.value
-        self.locations[path] = Location(*_position(event), text)
+        self.locations.setdefault(path, Location(*_position(event), text))
 
     def _check_collection_tag(self, event: yaml.Event, path: FieldPath) -> None:
         tag = getattr(event, "tag", None)
@@ -337,7 +384,7 @@ class _YamlBuilder:
         if value in _YAML_FALSE:
             return False
         if _YAML_INT.fullmatch(value):
-            if value.startswith("+"):
+            if value.startswith("+") and "metadata" in path:
                 self.plus_numbers.append(path)
             try:
                 return int(value)
@@ -420,10 +467,13 @@ def _parse_yaml(text: str, path: str) -> tuple[Any, list[FieldPath]]:
     return data, builder.plus_numbers
 
 
-def _yaml_locations(text: str) -> dict[FieldPath, Location]:
-    locations: dict[FieldPath, Location] = {}
+def _yaml_locations(
+    text: str, requested: frozenset[FieldPath] | None
+) -> dict[FieldPath, Location]:
+    """Map the field paths in `requested`, or all of them, to their positions."""
+    locations = {} if requested is None else RequestedLocations(requested)
     # Positions are needed only for a file already parsed once, so errors here are
     # impossible in practice; a partial map is still better than none.
-    with contextlib.suppress(JobFileError):
+    with contextlib.suppress(JobFileError, AllLocated):
         _YamlBuilder("", locations).build(_yaml_events(text, ""))
     return locations

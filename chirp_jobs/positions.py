@@ -37,3 +37,33 @@ def nearest_location(locations: dict[FieldPath, Location], path: FieldPath) -> L
         if found is not None:
             return found
     return Location(1, 1)
+
+
+class AllLocated(Exception):
+    """Every requested path of a `RequestedLocations` has been recorded."""
+
+
+class RequestedLocations(dict[FieldPath, Location]):
+    """A location map that records only some paths, for scanners that stop early.
+
+    `setdefault`, which the scanners record through, keeps a location only for a
+    requested path or one of its parents, which `nearest_location` falls back to.
+    It raises `AllLocated` once every requested path is recorded, so a scanner
+    can stop there instead of reading the rest of a large file.
+    """
+
+    def __init__(self, requested: frozenset[FieldPath]) -> None:
+        super().__init__()
+        self._keys_to_keep = {
+            path[:end] for path in requested for end in range(len(path) + 1)
+        }
+        self._missing = set(requested)
+
+    def setdefault(self, key: FieldPath, default: Location) -> Location:
+        if key in self or key not in self._keys_to_keep:
+            return self.get(key, default)
+        self[key] = default
+        self._missing.discard(key)
+        if not self._missing:
+            raise AllLocated
+        return default

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import itertools
 import re
 import sys
 import tomllib
@@ -16,11 +17,13 @@ from collections.abc import Iterator
 from datetime import date, datetime, time
 from typing import Any
 
-from .errors import JobFileError, Problem
+from .errors import MAX_PROBLEMS_PER_FILE, JobFileError, Problem
 from .positions import (
     KEY_MARK,
+    AllLocated,
     FieldPath,
     Location,
+    RequestedLocations,
     format_field,
     nearest_location,
 )
@@ -62,7 +65,8 @@ def parse_toml(text: str, path: str) -> Any:
         # tomllib converts integer literals with int(), which raises a plain
         # ValueError past Python's limit on digits (sys.get_int_max_str_digits).
         raise _long_integer_error(text, path) from None
-    problems = list(_unsupported(data, ()))
+    # One problem past the limit is kept, so `load_job` reports there are more.
+    problems = list(itertools.islice(_unsupported(data, ()), MAX_PROBLEMS_PER_FILE + 1))
     if problems:
         locations = toml_locations(text)
         raise JobFileError(
@@ -71,17 +75,39 @@ def parse_toml(text: str, path: str) -> Any:
     return data
 
 
-def toml_plus_numbers(text: str) -> list[FieldPath]:
-    """Return the paths of integers written with a leading +, in file order."""
+def toml_plus_numbers(text: str, data: Any) -> list[FieldPath]:
+    """Return the paths of integers in metadata written with a leading +."""
     if _MAYBE_PLUS_NUMBER.search(text) is None:
         return []
+    # Only the integers in metadata are looked up, so a long list of unquoted
+    # numbers elsewhere, which the schema rejects anyway, costs no scan.
+    candidates = list(_metadata_integers(data, (), False))
+    if not candidates:
+        return []
+    locations = toml_locations(text, frozenset(candidates))
+    written = [(field, locations.get(field)) for field in candidates]
     return [
         field
-        for field, where in toml_locations(text).items()
-        if where.text
+        for field, where in written
+        if where is not None
+        and where.text
         and where.text.startswith("+")
         and _LONG_INTEGER.fullmatch(where.text)
     ]
+
+
+def _metadata_integers(
+    value: Any, path: FieldPath, in_metadata: bool
+) -> Iterator[FieldPath]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inside = in_metadata or key == "metadata"
+            yield from _metadata_integers(item, (*path, key), inside)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _metadata_integers(item, (*path, index), in_metadata)
+    elif in_metadata and type(value) is int:
+        yield path
 
 
 def _problem(
@@ -264,9 +290,17 @@ class _ScanStopped(Exception):
     """The scanner met text it does not follow; the positions so far are kept."""
 
 
-def toml_locations(text: str) -> dict[FieldPath, Location]:
-    """Map field paths to the positions of their values and keys in TOML `text`."""
+def toml_locations(
+    text: str, requested: frozenset[FieldPath] | None = None
+) -> dict[FieldPath, Location]:
+    """Map field paths to the positions of their values and keys in TOML `text`.
+
+    With `requested`, only those paths and their parents are mapped, and the scan
+    stops once they are all found.
+    """
     scanner = _TomlScanner(text)
+    if requested is not None:
+        scanner.locations = RequestedLocations(requested)
     scanner.scan_safely()
     return scanner.locations
 
@@ -289,7 +323,7 @@ class _TomlScanner:
         self.array_counts: dict[FieldPath, int] = {}
 
     def scan_safely(self) -> None:
-        with contextlib.suppress(_ScanStopped):
+        with contextlib.suppress(_ScanStopped, AllLocated):
             self._scan()
 
     def _scan(self) -> None:

@@ -74,3 +74,10 @@ def test_startup_benchmark_runs() -> None:
     output = _run_script("bench_startup.py", "--repeats", "1")
     assert "chirp-jobs --help over its baseline: " in output
     assert "chirp-jobs validate ONE_FILE over its baseline: " in output
+
+
+def test_many_errors_benchmark_runs() -> None:
+    output = _run_script("bench_many_errors.py", "--recipients", "60")
+    assert "recipients: 60 per file" in output
+    assert "yaml time over the valid file: " in output
+    assert "toml peak RSS over the valid file: " in output

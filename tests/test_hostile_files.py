@@ -98,6 +98,7 @@ def test_problems_capped_per_file(cli: CliRunner, tmp_path: Path) -> None:
     assert len(lines) == 52
     assert lines[0].startswith(f"{path}:6:9: calls[0].to[0]: +15550100000 was read")
     assert lines[50] == (
-        f"{path}:56:9: 30 more problems from here on are not shown (at most 50 "
-        "per file); fix the ones above and validate again"
+        f"{path}: stopped after 50 problems, and the file has more; fix these and "
+        "validate again"
     )
+    assert lines[51] == "more than 50 problems in 1 of 1 job file"

@@ -29,9 +29,10 @@ def test_valid_job_file_loads(path: Path) -> None:
 @pytest.mark.parametrize("path", INVALID, ids=_relative)
 def test_invalid_job_file_problems(path: Path) -> None:
     expected = path.with_name(path.name + ".expected").read_text().splitlines()
-    count, problems = validate_paths([path])
+    count, errors = validate_paths([path])
     assert count == 1
-    shown = [str(problem).removeprefix(f"{path}:") for problem in problems]
+    assert len(errors) == 1
+    shown = [line.removeprefix(f"{path}:") for line in str(errors[0]).splitlines()]
     assert shown == expected
 
 
