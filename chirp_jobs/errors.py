@@ -124,6 +124,12 @@ class PlanChangedError(ChirpJobsError):
     exit_code = EXIT_INVALID
 
 
+class TargetChangedError(ChirpJobsError):
+    """A resumed live run points at another API than the one it placed calls on."""
+
+    exit_code = EXIT_INVALID
+
+
 class ResultsWriteError(ChirpJobsError):
     """The results file stopped taking records during a run."""
 

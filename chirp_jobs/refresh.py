@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from .report import CALL_STATE, Outcome, Results
-from .results import CREATED, ResultsWriter, utc_now
+from .results import CREATED, ResultsWriter, canonical_target, utc_now
 from .runner import Pacer, api_error
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def refresh_states(
     for source, records in _created_by_file(results).items():
         with ResultsWriter(Path(source)) as writer:
             for record in records:
-                if (record.target or "").rstrip("/") != target.rstrip("/"):
+                if canonical_target(record.target or "") != canonical_target(target):
                     counts.other_target += 1
                     continue
                 pacer.wait()

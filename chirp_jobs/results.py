@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigError, ResultsLockedError, ResultsWriteError
 from .logs import redact
@@ -39,6 +40,7 @@ NOT_PLACED = "not_placed"
 # needs to read them back is flushed too) and skips the timestamps: about 10%
 # cheaper per intent on ext4. macOS has no fdatasync.
 _flush_data = getattr(os, "fdatasync", os.fsync)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def utc_now() -> str:
@@ -400,7 +402,8 @@ class RunState:
     in_flight: dict[str, dict[str, Any]] = field(default_factory=dict)
     first_sent_at: str | None = None
     last_sent: dict[str, datetime] = field(default_factory=dict)
-    other_targets: set[str] = field(default_factory=set)
+    # (target, key mode) of this run id's records that do not count for it.
+    other_targets: set[tuple[str, str]] = field(default_factory=set)
 
 
 def load_run_state(
@@ -419,11 +422,13 @@ def load_run_state(
     state = RunState(run_id)
     if not path.exists():
         return state
+    wanted = canonical_target(target)
     for record in iter_records(path):
         if record.get("runId") != run_id:
             continue
-        if (record.get("target"), record.get("keyMode")) != (target, key_mode):
-            state.other_targets.add(f"{record.get('target')} ({record.get('keyMode')})")
+        recorded = canonical_target(str(record.get("target")))
+        if (recorded, record.get("keyMode")) != (wanted, key_mode):
+            state.other_targets.add((recorded, str(record.get("keyMode"))))
             continue
         key = str(record.get("key"))
         kind = record.get("outcome")
@@ -440,6 +445,28 @@ def load_run_state(
             state.in_flight.pop(key, None)
             state.outcomes[key] = record
     return state
+
+
+def canonical_target(target: str) -> str:
+    """Return one spelling of a base URL, so that a resume finds its own records.
+
+    `http://host:8787/`, `HTTP://Host:8787` and `http://host:8787` name one API:
+    counted as three targets, each would place every call again. The scheme and
+    host are lowercased, a default port and trailing slashes dropped. Anything
+    that is not a URL (`sandbox`) is returned as it is.
+    """
+    try:
+        parts = urlsplit(target.strip())
+        port = parts.port
+    except ValueError:
+        return target
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return target
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    if port is not None and port != _DEFAULT_PORTS[scheme]:
+        host = f"{host}:{port}"
+    return urlunsplit((scheme, host, parts.path.rstrip("/"), parts.query, ""))
 
 
 def parse_timestamp(text: object) -> datetime | None:

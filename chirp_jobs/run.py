@@ -22,7 +22,7 @@ from types import FrameType
 import httpx
 
 from .client import SANDBOX_BASE_URL, SandboxTransport, build_client
-from .errors import ConfigError, PlanChangedError
+from .errors import ConfigError, PlanChangedError, TargetChangedError
 from .jobs import Job
 from .loading import JOB_FILE_SUFFIXES
 from .planning import PlannedCall, iter_plan, spaced_series
@@ -30,6 +30,7 @@ from .results import (
     FAILED,
     ResultsWriter,
     RunState,
+    canonical_target,
     interrupted_record,
     load_run_state,
     parse_timestamp,
@@ -96,7 +97,7 @@ class RunOptions:
 
     @property
     def target(self) -> str:
-        return SANDBOX_TARGET if self.sandbox else self.base_url
+        return SANDBOX_TARGET if self.sandbox else canonical_target(self.base_url)
 
     @property
     def key_mode(self) -> str:
@@ -244,9 +245,9 @@ def execute_job(
             settings.key_mode,
             spaced_series(job),
         )
-        _warn_other_targets(state, settings)
         make_plan = plan or (lambda: iter_plan(job))
         _check_same_plan(state, make_plan(), options.results)
+        _check_other_targets(state, settings, options.results)
         summary = RunSummary()
         _record_in_flight(state, writer, on_record)
         settings.elapsed_seconds = _elapsed_since(state.first_sent_at)
@@ -282,13 +283,28 @@ def _run_settings(job: Job, options: RunOptions) -> RunSettings:
     )
 
 
-def _warn_other_targets(state: RunState, settings: RunSettings) -> None:
-    for other in sorted(state.other_targets):
+def _check_other_targets(state: RunState, settings: RunSettings, results: Path) -> None:
+    """Refuse a live run whose run id placed live calls through another URL.
+
+    Records of a sandbox or a test key placed no real call, so they only get a
+    warning. Live calls through another base URL may have rung the same people,
+    and a resume here would ring them again.
+    """
+    others = sorted(state.other_targets)
+    live = [target for target, mode in others if mode == "live"]
+    if settings.key_mode == "live" and live:
+        raise TargetChangedError(
+            f"run {state.run_id} in {results} placed live calls through {live[0]}, "
+            f"not {settings.target}: resuming here could ring the same people "
+            f"again. Resume with --base-url {live[0]}, or use a new --run-id"
+        )
+    for target, mode in others:
         logger.warning(
-            "run %s also has records for %s in the results file; they do not count "
-            "for %s (%s), so its planned calls are placed here too",
+            "run %s also has records for %s (%s key) in the results file; they do "
+            "not stand for its calls through %s (%s key), so those are placed here",
             state.run_id,
-            other,
+            target,
+            mode,
             settings.target,
             settings.key_mode,
         )

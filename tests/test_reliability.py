@@ -244,6 +244,59 @@ def test_same_run_id_places_nothing_again(
     assert sorted(sandbox.count_by_key().values()) == [2, 2, 2]
 
 
+def test_other_spelling_of_url_places_nothing_again(
+    cli: CliRunner, tmp_path: Path, write_job: WriteJob
+) -> None:
+    sandbox = Sandbox(SandboxConfig(rate_limit=UNLIMITED))
+    job = write_job(_job_text("daily", 3))
+    results = tmp_path / "results.jsonl"
+    with _serving(sandbox) as url:
+        spellings = [url, url + "/", url.replace("http://", "HTTP://") + "//"]
+        codes = [
+            _invoke(cli, _run_args(job, results, spelling, "--run-id", "daily"))
+            for spelling in spellings
+        ]
+
+    # One API under three spellings is one target: the resumes place nothing.
+    assert codes == [0, 0, 0]
+    assert sorted(sandbox.count_by_key().values()) == [1, 1, 1]
+    assert {record["target"] for record in read_results(results)} == {url}
+
+
+def test_live_run_refused_after_live_calls_elsewhere(
+    cli: CliRunner, tmp_path: Path, write_job: WriteJob
+) -> None:
+    sandbox = Sandbox(SandboxConfig(rate_limit=UNLIMITED))
+    job = write_job(_job_text("daily", 2))
+    results = tmp_path / "results.jsonl"
+    earlier = {
+        "key": _plan_keys(job)[0],
+        "runId": "daily",
+        "target": "https://calls.example.test",
+        "keyMode": "live",
+        "outcome": "created",
+        "sentAt": "2026-12-04T08:00:00.000Z",
+    }
+    results.write_text(json.dumps(earlier) + "\n")
+    with _serving(sandbox) as url:
+        result = cli.invoke(
+            main,
+            _run_args(job, results, url, "--run-id", "daily"),
+            env={"CHIRP_API_KEY": "sk_live_app_fake123"},
+        )
+
+    assert result.exit_code == 2
+    assert (
+        "error: run daily in " in result.output
+        and " placed live calls through https://calls.example.test, not "
+        f"{url}: resuming here could ring the same people again. Resume with "
+        "--base-url https://calls.example.test, or use a new --run-id"
+        in result.output
+    )
+    assert sandbox.request_count == 0
+    assert results.read_text() == json.dumps(earlier) + "\n"
+
+
 def test_retry_failed_places_failed_only(
     cli: CliRunner, tmp_path: Path, write_job: WriteJob
 ) -> None:

@@ -91,7 +91,7 @@ def test_run_state_by_key(tmp_path: Path) -> None:
     state = load_run_state(results, "r", "sandbox", "sandbox")
     assert sorted(state.outcomes) == ["a"]
     assert sorted(state.in_flight) == ["b"]
-    assert state.other_targets == {"https://api.example.test (sandbox)"}
+    assert state.other_targets == {("https://api.example.test", "sandbox")}
 
 
 def test_run_state_last_sent_per_series(tmp_path: Path) -> None:
