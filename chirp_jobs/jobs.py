@@ -417,8 +417,8 @@ def _value_message(document: Document, path: FieldPath, error: Any) -> str:
         )
     if keyword == "pattern" and name == "interval":
         return (
-            f"{written} is not an interval: use a whole number and s, m or h, "
-            "such as 90s or 10m"
+            f"{written} is not an interval: use a whole number above zero and s, m "
+            "or h, such as 90s or 10m"
         )
     if keyword in ("minimum", "maximum"):
         relation = "at least" if keyword == "minimum" else "at most"
