@@ -438,8 +438,9 @@ def run(
         summary = execute_job(source.job, options, on_record=watcher, plan=source.calls)
     finally:
         watcher.close()
-    _echo_summary(summary, options, show)
-    _warn_stopped(summary, source.count(), options.run_id)
+    planned = source.count() if summary.stopped_by is not None else summary.total
+    _echo_summary(summary, options, show, planned)
+    _warn_stopped(summary, planned, options.run_id)
     sys.exit(summary.exit_code)
 
 
@@ -493,8 +494,10 @@ def _warn_stopped(summary: RunSummary, planned: int, run_id: str) -> None:
     )
 
 
-def _echo_summary(summary: RunSummary, options: RunOptions, show: bool) -> None:
-    line = _summary_line(summary, options.results, options.sandbox)
+def _echo_summary(
+    summary: RunSummary, options: RunOptions, show: bool, planned: int
+) -> None:
+    line = _summary_line(summary, planned, options.results, options.sandbox)
     if show:
         click.echo(line)
         if summary.earlier:
@@ -503,13 +506,23 @@ def _echo_summary(summary: RunSummary, options: RunOptions, show: bool) -> None:
                 f"invocation of run {options.run_id} and were not sent again"
             )
     elif summary.exit_code:
-        click.echo(f"error: {line}", err=True)
+        # A stop alone is not an error: the warning after this says what is left.
+        level = "error" if summary.failed or summary.unknown else "warning"
+        click.echo(f"{level}: {line}", err=True)
     if summary.unknown:
-        click.echo(
-            f"warning: {summary.unknown} calls have an unknown outcome: they may have "
-            "been placed; check them before placing them again",
-            err=True,
+        click.echo(f"warning: {_unknown_warning(summary.unknown)}", err=True)
+
+
+def _unknown_warning(count: int) -> str:
+    if count == 1:
+        return (
+            "1 call has an unknown outcome: it may have been placed; check it "
+            "before placing it again"
         )
+    return (
+        f"{count} calls have an unknown outcome: they may have been placed; check "
+        "them before placing them again"
+    )
 
 
 def _is_terminal(stream: Any) -> bool:
@@ -517,10 +530,13 @@ def _is_terminal(stream: Any) -> bool:
     return bool(isatty and isatty())
 
 
-def _summary_line(summary: RunSummary, results: Path, sandbox: bool) -> str:
+def _summary_line(
+    summary: RunSummary, planned: int, results: Path, sandbox: bool
+) -> str:
+    noun = "planned call" if planned == 1 else "planned calls"
     return (
         f"{summary.created} created, {summary.failed} failed, "
-        f"{summary.unknown} unknown of {summary.total} planned calls; "
+        f"{summary.unknown} unknown of {planned} {noun}; "
         f"results in {results}"
         + (" (sandbox: no real calls were placed)" if sandbox else "")
     )

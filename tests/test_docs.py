@@ -61,4 +61,4 @@ def test_readme_quick_start_prints_when_captured(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stderr
     lines = completed.stdout.splitlines()
     assert lines[0].startswith("key ")
-    assert lines[-1].startswith("1 created, 0 failed, 0 unknown of 1 planned calls")
+    assert lines[-1].startswith("1 created, 0 failed, 0 unknown of 1 planned call;")

@@ -590,6 +590,12 @@ def test_signal_waits_for_in_flight(
     assert f"stopped by signal {int(stop_signal)}".encode() in stderr
     intents = {r["key"] for r in stopped if r["outcome"] == "intent"}
     finished = {r["key"] for r in stopped if r["outcome"] == "created"}
+    # The summary counts the whole plan, and a stop alone is no error.
+    summary = (
+        f"warning: {len(finished)} created, 0 failed, 0 unknown of 8 planned calls; "
+        f"results in {results}"
+    )
+    assert summary in stderr.decode()
     # The requests in flight were waited for, so none was left unknown.
     assert intents
     assert intents == finished
