@@ -5,8 +5,8 @@ so memory grows with the number of planned calls, not the size of the file.
 Records of kinds this version does not know are skipped. A line that is not
 UTF-8, not JSON, or a record with a missing or mistyped field is counted as
 unreadable, with its line number. For each planned call of a run (`runId`,
-`key`) the last outcome record wins, so a file that several runs or a resumed
-run appended to is read correctly. Several files, such as the files of the
+`target`, `keyMode`, `key`) the last outcome record wins, so a file that several
+runs or a resumed run appended to is read correctly. Several files, such as the files of the
 shards of one job, are merged.
 """
 
@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ChirpJobsError
-from .results import CREATED, FAILED, OUTCOMES, UNKNOWN, is_progress
+from .results import (
+    CREATED,
+    FAILED,
+    OUTCOMES,
+    UNKNOWN,
+    canonical_target,
+    is_progress,
+)
 
 # The record a `report --refresh` appends: the state of a created call as
 # GET /v1/calls/{id} returned it.
@@ -45,6 +52,7 @@ class Outcome:
     outcome: str
     source: str
     target: str | None
+    key_mode: str | None
     http_status: int | None
     call_id: str | None
     call_status: str | None
@@ -71,7 +79,8 @@ class Results:
     """The records of one or more results files, latest outcome per planned call."""
 
     files: list[str] = field(default_factory=list)
-    outcomes: dict[tuple[str, str], Outcome] = field(default_factory=dict)
+    # Keyed by run id, target, key mode and plan key.
+    outcomes: dict[tuple[str, str, str, str], Outcome] = field(default_factory=dict)
     # The latest status of each call by call id, from callState records.
     states: dict[str, str | None] = field(default_factory=dict)
     skipped: int = 0
@@ -102,7 +111,11 @@ class Results:
             self.states[call_id] = _optional(record, "status", str)
         elif record_type in _OUTCOME_TYPES and record.get("outcome") in OUTCOMES:
             outcome = _outcome(record, source)
-            self.outcomes[(outcome.run_id, outcome.key)] = outcome
+            # A run id used with two targets or key modes placed two sets of
+            # calls, and both count.
+            target = canonical_target(outcome.target or "")
+            identity = (outcome.run_id, target, outcome.key_mode or "", outcome.key)
+            self.outcomes[identity] = outcome
         elif is_progress(record):
             # Progress records (intent, not_placed) are a known kind that a
             # report has no use for, so they are not counted as skipped.
@@ -129,6 +142,7 @@ def _outcome(record: dict[str, Any], source: str) -> Outcome:
         outcome=str(record["outcome"]),
         source=source,
         target=_optional(record, "target", str),
+        key_mode=_optional(record, "keyMode", str),
         http_status=_optional(record, "httpStatus", int),
         call_id=_optional(call, "id", str, "call."),
         call_status=_optional(call, "status", str, "call."),

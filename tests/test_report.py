@@ -190,3 +190,22 @@ def test_report_missing_file_exit_2(cli: CliRunner, tmp_path: Path) -> None:
     result = cli.invoke(main, ["report", str(tmp_path / "none.jsonl")])
     assert result.exit_code == 2
     assert result.stderr == f"error: results file {tmp_path / 'none.jsonl'} not found\n"
+
+
+def test_report_counts_each_target_of_one_run(cli: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "targets.jsonl"
+    first = {**_record("a", "created"), "target": "http://127.0.0.1:8787"}
+    lines = [
+        first,
+        # The same target in another spelling is the same planned call.
+        {**first, "target": "HTTP://127.0.0.1:8787/"},
+        {**first, "target": "https://calls.example.test", "keyMode": "live"},
+        {**first, "keyMode": "test"},
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    result = cli.invoke(main, ["report", "--format", "json", str(path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    # Each target and key mode placed its own call, so none hides another.
+    assert report["plannedCalls"] == 3
+    assert report["outcomes"] == {"created": 3, "failed": 0, "unknown": 0}
