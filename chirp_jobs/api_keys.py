@@ -18,8 +18,11 @@ FieldPath = tuple[str | int, ...]
 
 # A key starts a word: `desk_admin_east` or `risk_test_app_notes` is no key.
 _API_KEY = re.compile(r"(?<![A-Za-z0-9_])sk_(?:live_app|test_app|admin)_[A-Za-z0-9]")
+# The rest of a key runs to a space, quote, backtick or separator, as the log
+# redaction reads it: `run` accepts keys with any printable character, hyphens
+# included.
 _API_KEY_VALUE = re.compile(
-    r"(?<![A-Za-z0-9_])(sk_(?:live_app|test_app|admin)_)[A-Za-z0-9]+"
+    r"(?<![A-Za-z0-9_])(sk_(?:live_app|test_app|admin)_)[A-Za-z0-9][^\s\"'`,;&]*"
 )
 _KEY_MESSAGE = (
     "this looks like a Chirp API key; remove it and revoke it: chirp-jobs reads the "

@@ -6,8 +6,8 @@ Records of kinds this version does not know are skipped. A line that is not
 UTF-8, not JSON, or a record with a missing or mistyped field is counted as
 unreadable, with its line number. For each planned call of a run (`runId`,
 `target`, `keyMode`, `key`) the last outcome record wins, so a file that several
-runs or a resumed run appended to is read correctly. Several files, such as the files of the
-shards of one job, are merged.
+runs or a resumed run appended to is read correctly. Several files, such as the
+files of the shards of one job, are merged.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import threading
 from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ NOT_PLACED = "not_placed"
 # cheaper per intent on ext4. macOS has no fdatasync.
 _flush_data = getattr(os, "fdatasync", os.fsync)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
 def utc_now() -> str:
@@ -473,8 +475,11 @@ def parse_timestamp(text: object) -> datetime | None:
     """Return a record's ISO 8601 time (UTC if it has no offset), or None."""
     if not isinstance(text, str):
         return None
+    # Python 3.11 reads at most six digits of a fraction; nanoseconds, as other
+    # tools write them, are cut to microseconds rather than dropped.
+    text = _LONG_FRACTION.sub(r"\1", text.replace("Z", "+00:00"))
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text)
     except ValueError:
         return None
     if moment.tzinfo is None:

@@ -161,3 +161,16 @@ def test_new_results_file_syncs_its_folder(
     with ResultsWriter(tmp_path / "other.jsonl", fsync=False):
         pass
     assert synced == [tmp_path]
+
+
+def test_nanosecond_sent_at_is_read() -> None:
+    from datetime import UTC, datetime
+
+    from chirp_jobs.results import parse_timestamp
+
+    # Cut to microseconds: dropping the record would lose a repeat's spacing.
+    moment = parse_timestamp("2026-12-04T08:00:00.123456789Z")
+    assert moment == datetime(2026, 12, 4, 8, 0, 0, 123456, tzinfo=UTC)
+    assert parse_timestamp("2026-12-04T08:00:00.5Z") == datetime(
+        2026, 12, 4, 8, 0, 0, 500000, tzinfo=UTC
+    )
