@@ -30,6 +30,7 @@ import re
 import select
 import socket
 import threading
+import time
 import urllib.request
 from typing import Any
 
@@ -40,6 +41,11 @@ import httpx
 MAX_LINE_BYTES = 64 * 1024
 MAX_HEAD_BYTES = 2 * MAX_LINE_BYTES
 MAX_HEADERS = 100
+# A call object is about a kilobyte; a larger answer is not the Chirp API's, and
+# reading it whole could exhaust memory.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+# How long an answer sent before a write failed may take to be read.
+EARLY_ANSWER_SECONDS = 1.0
 _RECEIVE_BYTES = 64 * 1024
 # A large Content-Length is read in pieces, so a false one cannot make one huge
 # allocation.
@@ -182,6 +188,8 @@ class _Connection:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buffer = bytearray()
+        # When the response being read must be complete (monotonic clock).
+        self._deadline: float | None = None
 
     @classmethod
     def open(
@@ -224,13 +232,21 @@ class _Connection:
         try:
             self.sock.settimeout(timeouts.get("write"))
             self.sock.sendall(message)
-        except TimeoutError as error:
-            text = str(error) or "timed out"
-            raise httpx.WriteTimeout(text, request=request) from error
         except OSError as error:
+            answer = self._early_answer(request)
+            if answer is not None:
+                return answer, False
+            if isinstance(error, TimeoutError):
+                text = str(error) or "timed out"
+                raise httpx.WriteTimeout(text, request=request) from error
             raise httpx.WriteError(_describe(error), request=request) from error
         try:
-            self.sock.settimeout(timeouts.get("read"))
+            # The read timeout bounds the whole response, not each read, so a
+            # server that sends a byte at a time cannot hold a run for ever.
+            read_timeout = timeouts.get("read")
+            self._deadline = (
+                None if read_timeout is None else time.monotonic() + read_timeout
+            )
             return self._read_response(request)
         except TimeoutError as error:
             text = str(error) or "timed out"
@@ -239,6 +255,19 @@ class _Connection:
             raise httpx.RemoteProtocolError(str(error), request=request) from error
         except OSError as error:
             raise httpx.ReadError(_describe(error), request=request) from error
+
+    def _early_answer(self, request: httpx.Request) -> httpx.Response | None:
+        """Return an answer the server sent before it stopped reading, if any.
+
+        A server may refuse a request (413, 429) and close before reading all of
+        it; its answer then says what became of the request, as httpx reads it.
+        Anything short of a whole answer leaves the write error standing.
+        """
+        self._deadline = time.monotonic() + EARLY_ANSWER_SECONDS
+        try:
+            return self._read_response(request)[0]
+        except (OSError, _Closed, _Malformed, httpx.RemoteProtocolError):
+            return None
 
     def _read_response(self, request: httpx.Request) -> tuple[httpx.Response, bool]:
         while True:
@@ -314,10 +343,14 @@ class _Connection:
             return self._to_close(), False
         if len(lengths) > 1 or not next(iter(lengths)).isdigit():
             raise _protocol_error(f"bad Content-Length {sorted(lengths)!r}", request)
-        return self._exactly(int(next(iter(lengths)))), keep_alive
+        length = int(next(iter(lengths)))
+        if length > MAX_BODY_BYTES:
+            raise _Malformed(f"a response is over {MAX_BODY_BYTES} bytes")
+        return self._exactly(length), keep_alive
 
     def _chunked(self, request: httpx.Request) -> bytes:
         parts: list[bytes] = []
+        total = 0
         while True:
             size_text = self._line().split(b";", 1)[0].strip()
             if not _CHUNK_SIZE.fullmatch(size_text):
@@ -328,6 +361,9 @@ class _Connection:
                 while self._line().rstrip(b"\r\n"):
                     pass
                 return b"".join(parts)
+            total += size
+            if total > MAX_BODY_BYTES:
+                raise _Malformed(f"a response is over {MAX_BODY_BYTES} bytes")
             parts.append(self._exactly(size))
             if self._line().rstrip(b"\r\n"):
                 raise _protocol_error("chunk longer than its size", request)
@@ -364,6 +400,13 @@ class _Connection:
                 return data
 
     def _receive(self, wanted: int = _RECEIVE_BYTES) -> None:
+        if len(self.buffer) > MAX_BODY_BYTES:
+            raise _Malformed(f"a response is over {MAX_BODY_BYTES} bytes")
+        if self._deadline is not None:
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("timed out")
+            self.sock.settimeout(remaining)
         chunk = self.sock.recv(min(max(wanted, _RECEIVE_BYTES), _MAX_RECEIVE_BYTES))
         if not chunk:
             raise _Closed("Server disconnected before the response was complete.")

@@ -8,6 +8,7 @@ error, so each fault checks the exact class, and the CLI checks what it records.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import socket
@@ -15,6 +16,7 @@ import socketserver
 import struct
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +29,7 @@ from click.testing import CliRunner
 from chirp_jobs.cli import main
 from chirp_jobs.client import DEFAULT_BASE_URL, build_client
 from chirp_jobs.plain_http import (
+    MAX_BODY_BYTES,
     MAX_HEAD_BYTES,
     MAX_HEADERS,
     MAX_LINE_BYTES,
@@ -446,6 +449,87 @@ def test_reset_while_writing_raises_write_error() -> None:
     # The first send after the RST fails with ECONNRESET, a later one with EPIPE.
     assert message.startswith(("ConnectionResetError: ", "BrokenPipeError: "))
     assert server.connections == 1
+
+
+def refuse_early(status: bytes) -> Respond:
+    """Answer after the head alone, with `Connection: close`, then close."""
+
+    def respond(handler: Handler) -> None:
+        handler.connection.recv(1024)
+        handler.send(
+            b"HTTP/1.1 %s\r\nConnection: close\r\nContent-Length: 0\r\n\r\n" % status
+        )
+        handler.connection.close()
+
+    return respond
+
+
+@pytest.mark.parametrize("status", [b"413 Content Too Large", b"429 Too Many Requests"])
+def test_early_answer_read_after_write_fails(status: bytes) -> None:
+    with (
+        serving(refuse_early(status), _SMALL_BUFFER) as server,
+        plain_client(server) as client,
+    ):
+        reply = client.post("/v1/calls", content=_LARGE_BODY)
+
+    # The server's answer says the request was refused; a write error alone
+    # would have left the call unknown.
+    assert reply.status_code == int(status[:3])
+    assert server.connections == 1
+
+
+def dribble(handler: Handler) -> None:
+    """Answer a byte at a time, 0.1 s apart, until the test ends."""
+    if handler.read_request() is None:
+        return
+    for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 100:
+        if handler.server.stopping.wait(0.1):
+            return
+        handler.send(bytes([byte]))
+
+
+def continue_forever(handler: Handler) -> None:
+    if handler.read_request() is None:
+        return
+    while not handler.server.stopping.wait(0.05):
+        handler.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+@pytest.mark.parametrize("respond", [dribble, continue_forever])
+def test_read_timeout_bounds_whole_response(respond: Respond) -> None:
+    with serving(respond) as server:
+        started = time.monotonic()
+        message = post_error(server, httpx.ReadTimeout, timeout=0.5)
+        waited = time.monotonic() - started
+
+    assert message == "timed out"
+    # Each read comes well within 0.5 s, so only a deadline for the whole
+    # response ends the wait; without one it would last until the test ends.
+    assert waited < 3
+
+
+def test_huge_body_refused() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY_BYTES + 1)
+    with serving(answer_once(head + b"x" * 1024)) as server:
+        message = post_error(server, httpx.RemoteProtocolError)
+
+    assert message == f"a response is over {MAX_BODY_BYTES} bytes"
+
+
+def test_huge_body_to_close_refused() -> None:
+    def flood(handler: Handler) -> None:
+        if handler.read_request() is None:
+            return
+        handler.send(b"HTTP/1.1 200 OK\r\n\r\n")
+        chunk = b"x" * (1024 * 1024)
+        with contextlib.suppress(OSError):
+            while not handler.server.stopping.is_set():
+                handler.send(chunk)
+
+    with serving(flood) as server:
+        message = post_error(server, httpx.RemoteProtocolError, timeout=10.0)
+
+    assert message == f"a response is over {MAX_BODY_BYTES} bytes"
 
 
 # Response framing ---------------------------------------------------------------
