@@ -624,7 +624,15 @@ class Runner:
                 "POST /v1/calls %s: outcome unknown: %s", key, _describe(error)
             )
             return _Attempt(UNKNOWN, error=_transport_error(error, "no_response"))
-        except (httpx.HTTPError, ValueError, RecursionError, OverflowError) as error:
+        except (
+            httpx.HTTPError,
+            ValueError,
+            RecursionError,
+            OverflowError,
+            # A body too large to hold (httpx's transport reads it whole); the
+            # memory is free again once this is handled.
+            MemoryError,
+        ) as error:
             # Raised after the request went out: a body that cannot be decoded, or
             # a response too odd to read. The call may exist, so it is unknown.
             logger.warning(

@@ -511,3 +511,24 @@ def test_late_repeat_keeps_interval(
     assert sent == expected
     assert summary.total == count
     assert summary.created == count - (final_status != 201)
+
+
+def test_body_too_large_to_hold_is_unknown(tmp_path: Path, write_job: WriteJob) -> None:
+    count = itertools.count()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        next(count)
+        # What reading a huge body does, without allocating it.
+        raise MemoryError
+
+    records, exit_code = _run(tmp_path, write_job, handler)
+    assert exit_code == 1
+    # Each was sent once and may have been placed, so none is sent again.
+    assert next(count) == 3
+    assert {record["outcome"] for record in records} == {"unknown"}
+    assert records[0]["error"] == {
+        "type": "invalid_response",
+        "code": "unreadable_response",
+        "message": "MemoryError",
+        "param": None,
+    }
