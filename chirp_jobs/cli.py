@@ -6,7 +6,6 @@ do not pay for httpx, the planner or the runner.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -18,14 +17,6 @@ import click
 
 from . import __version__
 from .errors import EXIT_INVALID, EXIT_OK, ChirpJobsError
-from .logs import (
-    LOG_FORMATS,
-    NORMAL,
-    QUIET,
-    add_secret,
-    configure_logging,
-    redact,
-)
 
 if TYPE_CHECKING:
     from .jobs import Job
@@ -36,6 +27,8 @@ if TYPE_CHECKING:
     from .sharding import Shard
 
 F = TypeVar("F", bound=Callable[..., Any])
+# The log formats of chirp_jobs.logs, named here so `--help` need not import it.
+LOG_FORMATS = ("text", "json")
 # Lines written to stdout per write by `plan` and `run`.
 _ECHO_BATCH = 1000
 
@@ -80,6 +73,8 @@ def _reports_errors(command: F) -> F:
 
 
 def _error_text(error: ChirpJobsError) -> str:
+    from .logs import redact
+
     text = redact(str(error))
     if "\n" in text or text.startswith(("/", ".")) or ":" in text.split(" ", 1)[0]:
         return text
@@ -112,6 +107,10 @@ def _error_text(error: ChirpJobsError) -> str:
 @click.pass_context
 def main(ctx: click.Context, verbose: int, quiet: bool, log_format: str) -> None:
     """Validate, plan and place the calls described in job files."""
+    # Imported here, not at the top: logging and json cost `--help` about a
+    # sixth of its start-up time, and `--help` never gets this far.
+    from .logs import NORMAL, QUIET, add_secret, configure_logging
+
     verbosity = QUIET if quiet else NORMAL + verbose
     configure_logging(verbosity, log_format)
     add_secret(os.environ.get("CHIRP_API_KEY", ""))
@@ -613,6 +612,8 @@ def report(
         _refresh(results, base_url, rate, timeout)
     summary = build_report(results)
     if output_format == "json":
+        import json
+
         click.echo(json.dumps(summary, ensure_ascii=False))
         return
     for line in iter_report_table(summary):

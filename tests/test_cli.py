@@ -339,3 +339,26 @@ def test_missing_key_reported_before_plan(
     assert "CHIRP_API_KEY" in result.output
     assert "planned calls" not in result.output
     assert "Target:" not in result.output
+
+
+def test_help_imports_no_heavy_module() -> None:
+    # Start-up of `--help` is what a shell completion or a typo pays for; each
+    # of these costs it milliseconds and is needed only by some commands.
+    script = (
+        "import sys, chirp_jobs.cli\n"
+        "heavy = ('logging', 'json', 'httpx', 'yaml', 'jsonschema', 'fastjsonschema')\n"
+        "print(sorted(name for name in heavy if name in sys.modules))"
+    )
+    shown = subprocess.run(
+        [str(SCRIPT.parent / "python"), "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout == "[]\n"
+
+
+def test_log_formats_match_the_logger() -> None:
+    from chirp_jobs import cli, logs
+
+    assert cli.LOG_FORMATS == logs.LOG_FORMATS
