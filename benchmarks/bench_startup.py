@@ -2,17 +2,19 @@
 
 Baselines are Python processes that only import what the command needs at least:
 click for `--help` (target: at most 1.5 times), and click, yaml and jsonschema for
-`validate` (target: at most 1.2 times). Each figure is the median of many runs.
+`validate` (target: at most 1.2 times). The command and its baseline alternate, and
+each ratio is the median of the ratios of many such pairs.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from _common import CHIRP_JOBS, median_time, ratio_line, run_timed
+from _common import CHIRP_JOBS, ratio_line, run_timed
 
 HELP_TARGET = 1.5
 VALIDATE_TARGET = 1.2
@@ -27,17 +29,18 @@ calls:
 """
 
 
-def median_seconds(command: list[str], repeats: int) -> float:
-    run_timed(command)  # a warm-up run fills the page cache
-    return median_time(lambda: run_timed(command)[0], repeats)
-
-
 def compare(
     name: str, ours: list[str], baseline: list[str], target: float, repeats: int
 ) -> None:
-    ours_seconds = median_seconds(ours, repeats)
-    baseline_seconds = median_seconds(baseline, repeats)
-    ratio = ours_seconds / baseline_seconds
+    # A warm-up run of each fills the page cache. Then the two alternate, so a
+    # change in the machine's load moves both sides alike, and the ratio is the
+    # median of the pairs' ratios.
+    run_timed(ours)
+    run_timed(baseline)
+    pairs = [(run_timed(ours)[0], run_timed(baseline)[0]) for _ in range(repeats)]
+    ratio = statistics.median(mine / theirs for mine, theirs in pairs)
+    ours_seconds = statistics.median(mine for mine, _ in pairs)
+    baseline_seconds = statistics.median(theirs for _, theirs in pairs)
     print(
         f"{name}: {ours_seconds * 1000:.0f} ms, "
         f"baseline {baseline_seconds * 1000:.0f} ms"
@@ -51,7 +54,7 @@ def compare(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=21, help="runs of each; median")
+    parser.add_argument("--repeats", type=int, default=21, help="pairs of runs; median")
     args = parser.parse_args()
 
     python = sys.executable
