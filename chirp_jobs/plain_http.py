@@ -3,8 +3,8 @@
 httpx's own transport spends about 1 ms of CPU time on each request on a 2 vCPU
 machine. Against the sandbox or a test endpoint on loopback, where nothing limits
 the rate, that cost caps the run (see `benchmarks/RESULTS.md`). This transport
-sends the request that httpx built in one `send` and parses the answer with a few
-byte operations. `https://` targets, the real API among them, keep httpx's own
+sends the request that httpx built in one `send` and parses the response with a
+few byte operations. `https://` targets, the real API among them, keep httpx's own
 transport: at the API's two calls a second the cost does not matter, and httpx's
 TLS settings stay the ones users know.
 
@@ -20,7 +20,7 @@ so each failure is raised as the httpx error that says how far the request got:
 A kept-alive connection that the server closed while it sat idle is found before
 it is reused, as httpcore does, so such a close does not turn a call into an
 unknown one. A close that races with the request still does, which is the safe
-answer. Anything in a response that this parser does not expect ends the
+outcome. Anything in a response that this parser does not expect ends the
 exchange with `RemoteProtocolError` rather than a guess.
 """
 
@@ -36,16 +36,16 @@ from typing import Any
 
 import httpx
 
-# Limits on what a response may hold before it is refused as malformed. A line's
-# length counts its line break.
+# Limits on the size of a response; past them it is rejected as malformed. A
+# line's length counts its line break.
 MAX_LINE_BYTES = 64 * 1024
 MAX_HEAD_BYTES = 2 * MAX_LINE_BYTES
 MAX_HEADERS = 100
-# A call object is about a kilobyte; a larger answer is not the Chirp API's, and
-# reading it whole could exhaust memory.
+# A call object is about a kilobyte, so a larger body is not the Chirp API's.
+# Reading it whole could exhaust memory.
 MAX_BODY_BYTES = 16 * 1024 * 1024
-# How long an answer sent before a write failed may take to be read.
-EARLY_ANSWER_SECONDS = 1.0
+# How long reading a response sent before a write failed may take.
+EARLY_RESPONSE_SECONDS = 1.0
 _RECEIVE_BYTES = 64 * 1024
 # A large Content-Length is read in pieces, so a false one cannot make one huge
 # allocation.
@@ -155,22 +155,31 @@ def _request_bytes(request: httpx.Request) -> bytes:
         ]
     )
     # Each line break in the head must be one of the separators joined above.
-    if head.count(b"\n") != len(fields) or head.count(b"\r") != len(fields):
-        _refuse_header(fields, request)
-    if b"\0" in head:
-        _refuse_header(fields, request)
+    line_breaks = len(fields)
+    if (
+        head.count(b"\n") != line_breaks
+        or head.count(b"\r") != line_breaks
+        or b"\0" in head
+    ):
+        _raise_header_error(fields, request)
     return head + b"\r\n\r\n" + request.read()
 
 
-def _refuse_header(fields: list[tuple[bytes, bytes]], request: httpx.Request) -> None:
-    # Raised before any byte is sent; no header chirp-jobs builds has one.
+def _raise_header_error(
+    fields: list[tuple[bytes, bytes]], request: httpx.Request
+) -> None:
+    """Raise `LocalProtocolError` naming the header with a line break or NUL.
+
+    It is raised before any byte is sent, and no header chirp-jobs builds has one.
+    """
     for name, value in fields:
         if any(mark in name + value for mark in _FORBIDDEN_IN_HEADERS):
             raise httpx.LocalProtocolError(
-                f"header {name!r} holds a line break or NUL", request=request
+                f"invalid header {name!r}: it contains a line break or NUL",
+                request=request,
             )
     raise httpx.LocalProtocolError(
-        "the request target holds a line break or NUL", request=request
+        "invalid request target: it contains a line break or NUL", request=request
     )
 
 
@@ -179,7 +188,7 @@ class _Closed(Exception):
 
 
 class _Malformed(Exception):
-    """The response breaks a limit that is checked while its bytes are read."""
+    """An error in a response: bad framing, or a size past its limit."""
 
 
 class _Connection:
@@ -212,8 +221,8 @@ class _Connection:
     def still_open(self) -> bool:
         """Tell whether this idle connection can carry another request.
 
-        An idle socket that is readable holds either the server's close or bytes
-        the server should not have sent, and neither can be reused.
+        An idle socket that is readable contains either the server's close or
+        bytes the server should not have sent, and neither can be reused.
         """
         if self.buffer:
             return False
@@ -233,9 +242,9 @@ class _Connection:
             self.sock.settimeout(timeouts.get("write"))
             self.sock.sendall(message)
         except OSError as error:
-            answer = self._early_answer(request)
-            if answer is not None:
-                return answer, False
+            early = self._early_response(request)
+            if early is not None:
+                return early, False
             if isinstance(error, TimeoutError):
                 text = str(error) or "timed out"
                 raise httpx.WriteTimeout(text, request=request) from error
@@ -256,17 +265,17 @@ class _Connection:
         except OSError as error:
             raise httpx.ReadError(_describe(error), request=request) from error
 
-    def _early_answer(self, request: httpx.Request) -> httpx.Response | None:
-        """Return an answer the server sent before it stopped reading, if any.
+    def _early_response(self, request: httpx.Request) -> httpx.Response | None:
+        """Return a response the server sent before it stopped reading, if any.
 
-        A server may refuse a request (413, 429) and close before reading all of
-        it; its answer then says what became of the request, as httpx reads it.
-        Anything short of a whole answer leaves the write error standing.
+        A server may reject a request (413, 429) and close before reading all of
+        it. Its response then tells what became of the request, and httpx reads
+        it too. Anything short of a whole response leaves the write error as is.
         """
-        self._deadline = time.monotonic() + EARLY_ANSWER_SECONDS
+        self._deadline = time.monotonic() + EARLY_RESPONSE_SECONDS
         try:
             return self._read_response(request)[0]
-        except (OSError, _Closed, _Malformed, httpx.RemoteProtocolError):
+        except (OSError, _Closed, _Malformed):
             return None
 
     def _read_response(self, request: httpx.Request) -> tuple[httpx.Response, bool]:
@@ -279,10 +288,10 @@ class _Connection:
                         "Server disconnected without sending a response."
                     ) from None
             status_line, *lines = self._head()
-            version, status, reason = _parse_status(status_line, request)
-            headers = _parse_headers(lines, request)
+            version, status, reason = _parse_status(status_line)
+            headers = _parse_headers(lines)
             if status == 101:
-                raise _protocol_error("unexpected 101 Switching Protocols", request)
+                raise _Malformed("unexpected 101 Switching Protocols")
             # 1xx responses come before the real one and carry no body.
             if not 100 <= status < 200:
                 break
@@ -295,7 +304,7 @@ class _Connection:
         if request.method == "HEAD" or status in (204, 304):
             body = b""
         else:
-            body, keep_alive = self._body(headers, keep_alive, request)
+            body, keep_alive = self._body(headers, keep_alive)
         response = httpx.Response(
             status,
             headers=headers,
@@ -313,20 +322,20 @@ class _Connection:
             lf = self.buffer.find(b"\n\n", start, None if crlf < 0 else crlf)
             if lf >= 0 or crlf >= 0:
                 break
-            _check_partial_head(self.buffer)
+            # Until the head's end arrives, its last line is the partial one.
+            partial_line = len(self.buffer) - (self.buffer.rfind(b"\n") + 1)
+            _check_head_size(len(self.buffer), partial_line)
             start = max(0, len(self.buffer) - 3)
             self._receive()
         end, skip = (lf, lf + 2) if lf >= 0 else (crlf, crlf + 4)
         lines = [line.rstrip(b"\r") for line in bytes(self.buffer[:end]).split(b"\n")]
-        _check_head(skip, lines)
+        # A line's limit counts its CRLF, as when lines are read one at a time.
+        _check_head_size(skip, max(map(len, lines)) + 2)
         del self.buffer[:skip]
         return lines
 
     def _body(
-        self,
-        headers: list[tuple[bytes, bytes]],
-        keep_alive: bool,
-        request: httpx.Request,
+        self, headers: list[tuple[bytes, bytes]], keep_alive: bool
     ) -> tuple[bytes, bool]:
         codings = _tokens(headers, b"transfer-encoding")
         lengths = {
@@ -338,23 +347,22 @@ class _Connection:
                 return self._to_close(), False
             # Both headers can be a sign of response splitting: the chunked
             # framing is read, and the connection is not trusted again.
-            return self._chunked(request), keep_alive and not lengths
+            return self._chunked(), keep_alive and not lengths
         if not lengths:
             return self._to_close(), False
         if len(lengths) > 1 or not next(iter(lengths)).isdigit():
-            raise _protocol_error(f"bad Content-Length {sorted(lengths)!r}", request)
+            raise _Malformed(f"bad Content-Length {sorted(lengths)!r}")
         length = int(next(iter(lengths)))
-        if length > MAX_BODY_BYTES:
-            raise _Malformed(f"a response is over {MAX_BODY_BYTES} bytes")
+        _check_body_size(length)
         return self._exactly(length), keep_alive
 
-    def _chunked(self, request: httpx.Request) -> bytes:
+    def _chunked(self) -> bytes:
         parts: list[bytes] = []
         total = 0
         while True:
             size_text = self._line().split(b";", 1)[0].strip()
             if not _CHUNK_SIZE.fullmatch(size_text):
-                raise _protocol_error(f"bad chunk size {size_text[:40]!r}", request)
+                raise _Malformed(f"bad chunk size {size_text[:40]!r}")
             size = int(size_text, 16)
             if size == 0:
                 # Trailer fields, if any, end with an empty line.
@@ -362,11 +370,10 @@ class _Connection:
                     pass
                 return b"".join(parts)
             total += size
-            if total > MAX_BODY_BYTES:
-                raise _Malformed(f"a response is over {MAX_BODY_BYTES} bytes")
+            _check_body_size(total)
             parts.append(self._exactly(size))
             if self._line().rstrip(b"\r\n"):
-                raise _protocol_error("chunk longer than its size", request)
+                raise _Malformed("chunk longer than its size")
 
     def _line(self) -> bytes:
         start = 0
@@ -374,8 +381,7 @@ class _Connection:
             end = self.buffer.find(b"\n", start)
             # The whole line can arrive in one receive, so its length is checked
             # whether or not its end has been found.
-            if (end + 1 if end >= 0 else len(self.buffer)) > MAX_LINE_BYTES:
-                raise _Malformed(f"a response line is over {MAX_LINE_BYTES} bytes")
+            _check_head_size(0, end + 1 if end >= 0 else len(self.buffer))
             if end >= 0:
                 line = bytes(self.buffer[: end + 1])
                 del self.buffer[: end + 1]
@@ -400,8 +406,7 @@ class _Connection:
                 return data
 
     def _receive(self, wanted: int = _RECEIVE_BYTES) -> None:
-        if len(self.buffer) > MAX_BODY_BYTES:
-            raise _Malformed(f"a response is over {MAX_BODY_BYTES} bytes")
+        _check_body_size(len(self.buffer))
         if self._deadline is not None:
             remaining = self._deadline - time.monotonic()
             if remaining <= 0:
@@ -413,60 +418,51 @@ class _Connection:
         self.buffer += chunk
 
 
-def _parse_status(line: bytes, request: httpx.Request) -> tuple[bytes, int, bytes]:
+def _parse_status(line: bytes) -> tuple[bytes, int, bytes]:
     version, _, rest = line.rstrip(b"\r\n").partition(b" ")
     code, _, reason = rest.partition(b" ")
     # Status codes run from 100 to 999, as h11 (behind httpx's transport) reads them.
     if version not in (b"HTTP/1.1", b"HTTP/1.0") or not (
         len(code) == 3 and code.isdigit() and not code.startswith(b"0")
     ):
-        raise _protocol_error(f"malformed status line {line[:80]!r}", request)
+        raise _Malformed(f"malformed status line {line[:80]!r}")
     return version, int(code), reason
 
 
-def _check_partial_head(buffer: bytearray) -> None:
-    """Refuse a head still without its end once it is past a limit."""
-    if len(buffer) > MAX_HEAD_BYTES:
+def _check_head_size(head_bytes: int, line_bytes: int) -> None:
+    """Raise `_Malformed` if a response head, or its longest line, is too long."""
+    if head_bytes > MAX_HEAD_BYTES:
         raise _Malformed(f"a response head is over {MAX_HEAD_BYTES} bytes")
-    if len(buffer) - (buffer.rfind(b"\n") + 1) > MAX_LINE_BYTES:
+    if line_bytes > MAX_LINE_BYTES:
         raise _Malformed(f"a response line is over {MAX_LINE_BYTES} bytes")
 
 
-def _check_head(size: int, lines: list[bytes]) -> None:
-    if size > MAX_HEAD_BYTES:
-        raise _Malformed(f"a response head is over {MAX_HEAD_BYTES} bytes")
-    # A line's limit counts its CRLF, as when lines are read one at a time.
-    if max(map(len, lines)) + 2 > MAX_LINE_BYTES:
-        raise _Malformed(f"a response line is over {MAX_LINE_BYTES} bytes")
+def _check_body_size(body_bytes: int) -> None:
+    if body_bytes > MAX_BODY_BYTES:
+        raise _Malformed(f"a response is over {MAX_BODY_BYTES} bytes")
 
 
-def _parse_headers(
-    lines: list[bytes], request: httpx.Request
-) -> list[tuple[bytes, bytes]]:
+def _parse_headers(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
     if len(lines) > MAX_HEADERS:
-        raise _protocol_error(f"more than {MAX_HEADERS} response headers", request)
+        raise _Malformed(f"more than {MAX_HEADERS} response headers")
     headers = []
     for line in lines:
         name, colon, value = line.partition(b":")
         if not colon or not name or b" " in name or b"\t" in name:
-            raise _protocol_error(f"malformed header line {line[:80]!r}", request)
+            raise _Malformed(f"malformed header line {line[:80]!r}")
         headers.append((name, value.strip(b" \t")))
     return headers
 
 
-def _tokens(headers: list[tuple[bytes, bytes]], wanted: bytes) -> list[bytes]:
-    """Return the comma-separated tokens of every `wanted` header, lowercased."""
+def _tokens(headers: list[tuple[bytes, bytes]], field: bytes) -> list[bytes]:
+    """Return the comma-separated tokens of every `field` header, lowercased."""
     return [
         token.strip().lower()
         for name, value in headers
-        if name.lower() == wanted
+        if name.lower() == field
         for token in value.split(b",")
         if token.strip()
     ]
-
-
-def _protocol_error(message: str, request: httpx.Request) -> httpx.RemoteProtocolError:
-    return httpx.RemoteProtocolError(message, request=request)
 
 
 def _describe(error: BaseException) -> str:
