@@ -38,10 +38,11 @@ def refresh_states(
     """
     counts = RefreshCounts()
     pacer = Pacer(rate)
+    expected_target = canonical_target(target)
     for source, records in _created_by_file(results).items():
         with ResultsWriter(Path(source)) as writer:
             for record in records:
-                if canonical_target(record.target or "") != canonical_target(target):
+                if canonical_target(record.target or "") != expected_target:
                     counts.other_target += 1
                     continue
                 pacer.wait()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -424,12 +425,12 @@ def load_run_state(
     state = RunState(run_id)
     if not path.exists():
         return state
-    wanted = canonical_target(target)
+    this_target = canonical_target(target)
     for record in iter_records(path):
         if record.get("runId") != run_id:
             continue
         recorded = canonical_target(str(record.get("target")))
-        if (recorded, record.get("keyMode")) != (wanted, key_mode):
+        if (recorded, record.get("keyMode")) != (this_target, key_mode):
             state.other_targets.add((recorded, str(record.get("keyMode"))))
             continue
         key = str(record.get("key"))
@@ -449,6 +450,8 @@ def load_run_state(
     return state
 
 
+# A results file names a few targets over and over, and a report reads each line.
+@functools.lru_cache(maxsize=64)
 def canonical_target(target: str) -> str:
     """Return one spelling of a base URL, so that a resume finds its own records.
 
