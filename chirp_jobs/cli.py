@@ -505,7 +505,8 @@ def _echo_summary(
                 f"invocation of run {options.run_id} and were not sent again"
             )
     elif summary.exit_code:
-        # A stop alone is not an error: the warning after this says what is left.
+        # A stop alone is not an error, and the warning printed next lists what
+        # was not sent.
         level = "error" if summary.failed or summary.unknown else "warning"
         click.echo(f"{level}: {line}", err=True)
     if summary.unknown:

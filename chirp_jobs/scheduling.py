@@ -166,7 +166,7 @@ class Schedule:
         heapq.heappush(self._waiting, (due, self._read, planned))
 
     def _pause(self, seconds: float | None) -> None:
-        """Wait `seconds`, or until notified. The caller holds `_changed`."""
+        """Wait `seconds`, or until notified. The caller must hold `_changed`."""
         if self._sleep is not None and seconds is not None:
             # A test's sleep moves the test's clock, so it keeps the lock through
             # the wait: the other workers' next call is due no sooner.

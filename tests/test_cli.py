@@ -342,23 +342,23 @@ def test_missing_key_reported_before_plan(
 
 
 def test_help_imports_no_heavy_module() -> None:
-    # Start-up of `--help` is what a shell completion or a typo pays for; each
-    # of these costs it milliseconds and is needed only by some commands.
+    # A shell completion or a typo pays for the start-up of `--help`. Each of these
+    # modules costs it milliseconds, and only some commands need them.
     script = (
         "import sys, chirp_jobs.cli\n"
         "heavy = ('logging', 'json', 'httpx', 'yaml', 'jsonschema', 'fastjsonschema')\n"
         "print(sorted(name for name in heavy if name in sys.modules))"
     )
-    shown = subprocess.run(
+    completed = subprocess.run(
         [str(SCRIPT.parent / "python"), "-c", script],
         capture_output=True,
         text=True,
         check=True,
     )
-    assert shown.stdout == "[]\n"
+    assert completed.stdout == "[]\n"
 
 
-def test_log_formats_match_the_logger() -> None:
+def test_log_formats_match_logger() -> None:
     from chirp_jobs import cli, logs
 
     assert cli.LOG_FORMATS == logs.LOG_FORMATS

@@ -9,7 +9,7 @@ from chirp_jobs.client import build_client
 from .conftest import TEST_KEY
 
 
-def test_cookies_from_responses_are_never_sent_back() -> None:
+def test_response_cookies_never_sent() -> None:
     seen: list[str | None] = []
 
     def answer(request: httpx.Request) -> httpx.Response:

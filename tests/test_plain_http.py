@@ -451,8 +451,8 @@ def test_reset_while_writing_raises_write_error() -> None:
     assert server.connections == 1
 
 
-def refuse_early(status: bytes) -> Respond:
-    """Answer after the head alone, with `Connection: close`, then close."""
+def reject_early(status: bytes) -> Respond:
+    """Respond after reading the head alone, with `Connection: close`, then close."""
 
     def respond(handler: Handler) -> None:
         handler.connection.recv(1024)
@@ -465,21 +465,21 @@ def refuse_early(status: bytes) -> Respond:
 
 
 @pytest.mark.parametrize("status", [b"413 Content Too Large", b"429 Too Many Requests"])
-def test_early_answer_read_after_write_fails(status: bytes) -> None:
+def test_early_response_after_write_error(status: bytes) -> None:
     with (
-        serving(refuse_early(status), _SMALL_BUFFER) as server,
+        serving(reject_early(status), _SMALL_BUFFER) as server,
         plain_client(server) as client,
     ):
         reply = client.post("/v1/calls", content=_LARGE_BODY)
 
-    # The server's answer says the request was refused; a write error alone
+    # The response tells that the request was rejected. The write error alone
     # would have left the call unknown.
     assert reply.status_code == int(status[:3])
     assert server.connections == 1
 
 
 def dribble(handler: Handler) -> None:
-    """Answer a byte at a time, 0.1 s apart, until the test ends."""
+    """Send the response a byte at a time, 0.1 s apart, until the test ends."""
     if handler.read_request() is None:
         return
     for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 100:
@@ -504,7 +504,7 @@ def test_read_timeout_bounds_whole_response(respond: Respond) -> None:
 
     assert message == "timed out"
     # Each read comes well within 0.5 s, so only a deadline for the whole
-    # response ends the wait; without one it would last until the test ends.
+    # response ends the wait. Without one, it lasts until the test ends.
     assert waited < 3
 
 

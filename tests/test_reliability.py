@@ -244,7 +244,7 @@ def test_same_run_id_places_nothing_again(
     assert sorted(sandbox.count_by_key().values()) == [2, 2, 2]
 
 
-def test_other_spelling_of_url_places_nothing_again(
+def test_url_spelling_resume_places_nothing(
     cli: CliRunner, tmp_path: Path, write_job: WriteJob
 ) -> None:
     sandbox = Sandbox(SandboxConfig(rate_limit=UNLIMITED))
@@ -263,7 +263,7 @@ def test_other_spelling_of_url_places_nothing_again(
     assert {record["target"] for record in read_results(results)} == {url}
 
 
-def test_live_run_refused_after_live_calls_elsewhere(
+def test_live_resume_other_target_exit_2(
     cli: CliRunner, tmp_path: Path, write_job: WriteJob
 ) -> None:
     sandbox = Sandbox(SandboxConfig(rate_limit=UNLIMITED))

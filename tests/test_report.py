@@ -192,7 +192,7 @@ def test_report_missing_file_exit_2(cli: CliRunner, tmp_path: Path) -> None:
     assert result.stderr == f"error: results file {tmp_path / 'none.jsonl'} not found\n"
 
 
-def test_report_counts_each_target_of_one_run(cli: CliRunner, tmp_path: Path) -> None:
+def test_report_counts_each_target(cli: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "targets.jsonl"
     first = {**_record("a", "created"), "target": "http://127.0.0.1:8787"}
     lines = [

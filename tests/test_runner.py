@@ -513,7 +513,7 @@ def test_late_repeat_keeps_interval(
     assert summary.created == count - (final_status != 201)
 
 
-def test_body_too_large_to_hold_is_unknown(tmp_path: Path, write_job: WriteJob) -> None:
+def test_huge_body_memory_error_unknown(tmp_path: Path, write_job: WriteJob) -> None:
     count = itertools.count()
 
     def handler(request: httpx.Request) -> httpx.Response:
