@@ -9,7 +9,7 @@ transport: at the API's two calls a second the cost does not matter, and httpx's
 TLS settings stay the ones users know.
 
 The runner decides whether a call may be sent again from the class of the error,
-so each failure is raised as the httpx error that says how far the request got:
+so each failure is raised as the httpx error that shows how far the request got:
 
 - `httpx.ConnectError`, `httpx.ConnectTimeout` and `httpx.PoolTimeout` when no
   byte of the request was sent. Only these mean "not placed".
@@ -60,7 +60,7 @@ class PlainHTTPTransport(httpx.BaseTransport):
     """Send requests over a pool of at most `max_connections` kept-alive sockets.
 
     Each response is read in full before its connection returns to the pool, so
-    no response holds a connection after `handle_request` returns.
+    no response keeps a connection after `handle_request` returns.
     """
 
     def __init__(self, max_connections: int) -> None:
@@ -269,7 +269,7 @@ class _Connection:
         """Return a response the server sent before it stopped reading, if any.
 
         A server may reject a request (413, 429) and close before reading all of
-        it. Its response then tells what became of the request, and httpx reads
+        it. Its response then shows what became of the request, and httpx reads
         it too. Anything short of a whole response leaves the write error as is.
         """
         self._deadline = time.monotonic() + EARLY_RESPONSE_SECONDS
@@ -351,7 +351,7 @@ class _Connection:
         if not lengths:
             return self._to_close(), False
         if len(lengths) > 1 or not next(iter(lengths)).isdigit():
-            raise _Malformed(f"bad Content-Length {sorted(lengths)!r}")
+            raise _Malformed(f"invalid Content-Length {sorted(lengths)!r}")
         length = int(next(iter(lengths)))
         _check_body_size(length)
         return self._exactly(length), keep_alive
@@ -362,7 +362,7 @@ class _Connection:
         while True:
             size_text = self._line().split(b";", 1)[0].strip()
             if not _CHUNK_SIZE.fullmatch(size_text):
-                raise _Malformed(f"bad chunk size {size_text[:40]!r}")
+                raise _Malformed(f"invalid chunk size {size_text[:40]!r}")
             size = int(size_text, 16)
             if size == 0:
                 # Trailer fields, if any, end with an empty line.
@@ -405,14 +405,14 @@ class _Connection:
                 self.buffer.clear()
                 return data
 
-    def _receive(self, wanted: int = _RECEIVE_BYTES) -> None:
+    def _receive(self, at_least: int = _RECEIVE_BYTES) -> None:
         _check_body_size(len(self.buffer))
         if self._deadline is not None:
             remaining = self._deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("timed out")
             self.sock.settimeout(remaining)
-        chunk = self.sock.recv(min(max(wanted, _RECEIVE_BYTES), _MAX_RECEIVE_BYTES))
+        chunk = self.sock.recv(min(max(at_least, _RECEIVE_BYTES), _MAX_RECEIVE_BYTES))
         if not chunk:
             raise _Closed("Server disconnected before the response was complete.")
         self.buffer += chunk

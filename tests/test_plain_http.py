@@ -705,27 +705,27 @@ MALFORMED = {
     ),
     "two-content-lengths": (
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
-        "bad Content-Length",
+        "invalid Content-Length",
     ),
     "content-length-not-a-number": (
         b"HTTP/1.1 200 OK\r\nContent-Length: two\r\n\r\nok",
-        "bad Content-Length",
+        "invalid Content-Length",
     ),
     "chunk-size-not-hex": (
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n",
-        "bad chunk size",
+        "invalid chunk size",
     ),
     "chunk-size-with-0x": (
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x2\r\nok\r\n0\r\n\r\n",
-        "bad chunk size",
+        "invalid chunk size",
     ),
     "chunk-size-with-underscore": (
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0_2\r\nok\r\n0\r\n\r\n",
-        "bad chunk size",
+        "invalid chunk size",
     ),
     "chunk-size-with-sign": (
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+2\r\nok\r\n0\r\n\r\n",
-        "bad chunk size",
+        "invalid chunk size",
     ),
     "header-line-too-long": (
         b"HTTP/1.1 200 OK\r\nX-Long: " + _LONG_VALUE + b"\r\nContent-Length: 0\r\n\r\n",
@@ -787,7 +787,7 @@ def test_malformed_recorded_unknown_once(
     [record] = read_results(results)
     assert record["outcome"] == "unknown"
     assert record["error"]["code"] == "no_response"
-    assert record["error"]["message"].startswith("RemoteProtocolError: bad Content")
+    assert record["error"]["message"].startswith("RemoteProtocolError: invalid Content")
     assert record["attempts"] == 1
     assert len(server.requests) == 1
 
