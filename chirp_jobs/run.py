@@ -284,7 +284,7 @@ def _run_settings(job: Job, options: RunOptions) -> RunSettings:
 
 
 def _check_other_targets(state: RunState, settings: RunSettings, results: Path) -> None:
-    """Refuse a live run whose run id placed live calls through another URL.
+    """Reject a live run whose run id placed live calls through another URL.
 
     Records of a sandbox or a test key placed no real call, so they only get a
     warning. Live calls through another base URL may have rung the same people,
